@@ -1,0 +1,3 @@
+from undistill.cli import main
+
+main()
