@@ -1,0 +1,175 @@
+"""The ``undistill`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from undistill.checkpoint import CheckpointError
+from undistill.config import ConfigError, RunConfig, Runtime, load_config
+from undistill.data import DatasetError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Knowledge-distillation model stealing: nasty teachers, attacks, defences.")
+out = Console()
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="where runs are stored")]
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="directory of the dataset files")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
+                                                help="override a config field: path.to.field=value")]
+
+
+def runtime_from(runs_dir: Path, data_root: Path | None, device: str, precision: str = "auto",
+                 compile_: bool = False, progress: bool = True) -> Runtime:
+    return Runtime(runs_dir=runs_dir, data_root=data_root, device=device,
+                   precision=precision, compile=compile_, progress=progress)
+
+
+def fail(msg: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML run config")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset (without a config file)")] = None,
+    arch: Annotated[str | None, typer.Option(help="architecture (without a config file)")] = None,
+    width: Annotated[float, typer.Option(help="channel multiplier")] = 1.0,
+    epochs: Annotated[int | None, typer.Option(help="override the preset's epochs")] = None,
+    seed: int = 0,
+    sets: Sets = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the step")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """Train a run from a YAML config, or a normal teacher with the protocol's preset."""
+    from undistill.executor import ensure_trained
+    from undistill.presets import teacher_config
+
+    base = None
+    if config is None:
+        if dataset is None or arch is None:
+            fail("give a CONFIG file, or --dataset and --arch for a normal teacher")
+        base = teacher_config(dataset, arch, width, seed, epochs)
+    try:
+        cfg = load_config(config, sets, base=base)
+        runtime = runtime_from(runs_dir, data_root, device, precision, compile_, progress)
+        result = ensure_trained(cfg, runtime)
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        fail(str(e))
+    out.print(f"run {result.run_id}: best {result.best_acc:.2f}% (epoch {result.best_epoch + 1}),"
+              f" last {result.last_acc:.2f}% on {result.eval_split}"
+              f"{' (already trained)' if result.cached else ''} -> {result.run_dir}")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="a run directory")],
+    which: Annotated[str, typer.Option(help="best or last checkpoint")] = "best",
+    runs_dir: Annotated[Path | None, typer.Option(help="runs dir (default: RUN's parent)")] = None,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Evaluate a trained run's checkpoint on its evaluation split (accuracy = correct / total)."""
+    from undistill.data import DeviceLoader
+    from undistill.engine import EVAL_BATCH, evaluate, select_device
+    from undistill.runs import data_views, load_run_model, read_run_config
+
+    if which not in ("best", "last"):
+        fail("--which must be best or last")
+    try:
+        cfg = read_run_config(run)
+        dev = select_device(device)
+        model = load_run_model(cfg, runs_dir or run.parent, data_root, which, dev)
+        views = data_views(cfg.data, data_root)
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        fail(str(e))
+    ds = views.dataset
+    loader = DeviceLoader(views.eval_images.to(dev), views.eval_labels.to(dev),
+                          batch_size=EVAL_BATCH, mean=ds.mean, std=ds.std, augment=None,
+                          shuffle=False, drop_last=False, seed=0)
+    acc, loss = evaluate(model, loader, dev)
+    rec = {"run_id": cfg.run_id, "checkpoint": which, "split": views.eval_split,
+           "accuracy": acc, "loss": loss, "samples": int(views.eval_labels.numel())}
+    if as_json:
+        print(json.dumps(rec))
+    else:
+        out.print(f"{cfg.run_id} [{which}] {views.eval_split}: accuracy {acc:.2f}% "
+                  f"({rec['samples']} images), loss {loss:.4f}")
+
+
+@app.command()
+def models(
+    classes: Annotated[int, typer.Option(help="number of classes")] = 10,
+    width: Annotated[float, typer.Option(help="channel multiplier")] = 1.0,
+    channels: Annotated[int, typer.Option(help="input channels")] = 3,
+    size: Annotated[int, typer.Option(help="input image size")] = 32,
+) -> None:
+    """List the architectures with their parameter counts."""
+    from undistill.models import model_table
+
+    try:
+        rows = model_table(num_classes=classes, width=width, in_channels=channels, image_size=size)
+    except ValueError as e:
+        fail(str(e))
+    table = Table(title=f"{classes} classes, width {width}, {channels}x{size}x{size} input")
+    table.add_column("architecture")
+    table.add_column("parameters", justify="right")
+    for name, n in rows:
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset names."""
+    from undistill.data import DATASETS
+
+    for name in DATASETS.names():
+        out.print(name)
+
+
+@app.command()
+def config(
+    config_file: Annotated[Path | None, typer.Argument(help="YAML run config")] = None,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    arch: Annotated[str | None, typer.Option()] = None,
+    sets: Sets = None,
+) -> None:
+    """Print a validated config (with every default filled in) and its run id."""
+    from undistill.presets import teacher_config
+
+    base: dict[str, Any] | None = None
+    if config_file is None:
+        if dataset is None or arch is None:
+            fail("give a CONFIG file, or --dataset and --arch")
+        base = teacher_config(dataset, arch)
+    try:
+        cfg: RunConfig = load_config(config_file, sets, base=base)
+    except ConfigError as e:
+        fail(str(e))
+    import yaml
+
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"# run_id: {cfg.run_id}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: finished epochs are checkpointed; rerun the same "
+                                   "command to resume")
+        sys.exit(130)

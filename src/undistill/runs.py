@@ -1,0 +1,110 @@
+"""Turning a RunConfig into things: its directory, its data views, its models and teachers.
+
+Runs are content-addressed: ``runs_dir / cfg.run_id``. A run is finished when its
+``result.json`` exists; ``best.safetensors`` then holds the weights teachers are loaded from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from undistill.checkpoint import CheckpointError, load_checkpoint, unprefixed
+from undistill.config import DataConfig, RunConfig, parse_config
+from undistill.data import ImageDataset, load_dataset, split_validation, subset_indices
+from undistill.methods import Teacher
+from undistill.models import ZooModel, build_model
+
+RESULT = "result.json"
+CONFIG = "config.json"
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def run_dir(cfg: RunConfig, runs_dir: Path) -> Path:
+    return Path(runs_dir) / cfg.run_id
+
+
+def is_done(cfg: RunConfig, runs_dir: Path) -> bool:
+    return (run_dir(cfg, runs_dir) / RESULT).exists()
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    return json.loads((path / RESULT).read_text())
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """The config of a run directory (as written when the run started)."""
+    f = Path(path) / CONFIG
+    if not f.exists():
+        raise CheckpointError(f"{path} is not a run directory: {CONFIG} is missing")
+    return parse_config(json.loads(f.read_text())["config"])
+
+
+_DATASETS: dict[tuple[str, str], ImageDataset] = {}
+
+
+def get_dataset(name: str, data_root: Path | None) -> ImageDataset:
+    """Load a dataset once per process (loading decodes files; views are cheap)."""
+    key = (name, str(data_root))
+    if key not in _DATASETS:
+        _DATASETS[key] = load_dataset(name, Path(data_root) if data_root else None)
+    return _DATASETS[key]
+
+
+@dataclass
+class DataViews:
+    """The tensors a run trains and evaluates on (CPU, uint8 images), and their dataset."""
+
+    dataset: ImageDataset
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    eval_split: str  # "test", or "val" when a validation split is carved out
+
+
+def data_views(cfg: DataConfig, data_root: Path | None) -> DataViews:
+    """Apply the validation split, then the limited-data fraction, to the training set."""
+    ds = get_dataset(cfg.name, data_root)
+    idx = torch.arange(ds.train_labels.numel())
+    if cfg.val_fraction > 0:
+        idx, val_idx = split_validation(ds.train_labels, cfg.val_fraction, cfg.val_seed)
+        ev_x, ev_y, split = ds.train_images[val_idx], ds.train_labels[val_idx], "val"
+    else:
+        ev_x, ev_y, split = ds.test_images, ds.test_labels, "test"
+    if cfg.fraction < 1.0:
+        idx = idx[subset_indices(idx.numel(), cfg.fraction, cfg.subset_seed)]
+    return DataViews(ds, ds.train_images[idx], ds.train_labels[idx], ev_x, ev_y, split)
+
+
+def build_student(cfg: RunConfig, ds: ImageDataset) -> ZooModel:
+    return build_model(cfg.model.arch, num_classes=ds.num_classes, in_channels=ds.channels,
+                       width=cfg.model.width, image_size=ds.image_size)
+
+
+def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
+                   which: str = "best", device: str | torch.device = "cpu") -> ZooModel:
+    """The trained model of a finished run (its best checkpoint by default)."""
+    path = run_dir(cfg, runs_dir)
+    if not (path / RESULT).exists():
+        raise CheckpointError(f"run {cfg.run_id} ({cfg.method.name} {cfg.model.arch} on "
+                              f"{cfg.data.name}) is not finished in {runs_dir}: train it first "
+                              f"(undistill train, or undistill reproduce for a suite)")
+    tensors, _ = load_checkpoint(path / (BEST if which == "best" else LAST), device="cpu")
+    model = build_student(cfg, get_dataset(cfg.data.name, data_root))
+    model.load_state_dict(unprefixed(tensors, "student."))
+    return model.to(device).eval()
+
+
+def load_teacher(cfg: RunConfig, runs_dir: Path, data_root: Path | None,
+                 device: str | torch.device = "cpu") -> Teacher | None:
+    """The run's teachers as one frozen (ensemble) teacher; None for a run without teachers."""
+    if not cfg.teachers:
+        return None
+    return Teacher([load_run_model(t, runs_dir, data_root, device=device) for t in cfg.teachers])
