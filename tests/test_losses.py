@@ -54,8 +54,9 @@ def ref_soft_ce(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def grad_of(value: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
-    (g,) = torch.autograd.grad(value, wrt, retain_graph=True)
-    return g
+    """d value / d wrt; zeros where ``wrt`` does not enter ``value``."""
+    (g,) = torch.autograd.grad(value, wrt, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(wrt) if g is None else g
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:

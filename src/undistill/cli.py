@@ -15,7 +15,7 @@ from undistill.checkpoint import CheckpointError
 from undistill.config import ConfigError, RunConfig, Runtime, load_config
 from undistill.data import DatasetError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Knowledge-distillation model stealing: nasty teachers, attacks, defences.")
 out = Console()
 
@@ -107,7 +107,7 @@ def evaluate_cmd(
         print(json.dumps(rec))
     else:
         out.print(f"{cfg.run_id} [{which}] {views.eval_split}: accuracy {acc:.2f}% "
-                  f"({rec['samples']} images), loss {loss:.4f}")
+                  f"({rec['samples']} images), loss {loss:.4f}", markup=False)
 
 
 @app.command()
@@ -164,6 +164,23 @@ def config(
 
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
     print(f"# run_id: {cfg.run_id}")
+
+
+@app.command()
+def demo(
+    runs_dir: RunsDir = Path("runs/demo"),
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """The main job on the embedded data: a normal teacher on scikit-learn's digits."""
+    from undistill.executor import ensure_trained
+    from undistill.presets import teacher_config
+
+    cfg = load_config(None, base=teacher_config("digits", "resnet18", width=0.25))
+    result = ensure_trained(cfg, runtime_from(runs_dir, None, device, progress=progress))
+    out.print(f"normal teacher {cfg.model.arch} on digits: best {result.best_acc:.2f}%, "
+              f"last {result.last_acc:.2f}% ({result.wall_time_s:.0f} s training) -> "
+              f"{result.run_dir}")
 
 
 def main() -> None:

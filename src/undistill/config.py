@@ -75,11 +75,10 @@ class OptimConfig(_Strict):
     @model_validator(mode="after")
     def _milestones(self) -> OptimConfig:
         ms = self.milestones
-        if self.schedule == "multistep":
-            if ms != sorted(ms) or len(set(ms)) != len(ms):
-                raise ValueError(f"milestones must be strictly increasing, got {ms}")
-            if any(m < 1 or m >= self.epochs for m in ms):
-                raise ValueError(f"milestones must lie in [1, epochs={self.epochs}), got {ms}")
+        if ms != sorted(ms) or len(set(ms)) != len(ms):
+            raise ValueError(f"milestones must be strictly increasing, got {ms}")
+        if any(m < 1 or m >= self.epochs for m in ms):
+            raise ValueError(f"milestones must lie in [1, epochs={self.epochs}), got {ms}")
         return self
 
 
@@ -190,10 +189,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node: Any = data
         parts = key.split(".")
         for p in parts[:-1]:
-            if isinstance(node, list):
-                node = node[int(p)]
-            else:
-                node = node.setdefault(p, {})
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
         value = yaml.safe_load(raw)
         if isinstance(node, list):
             node[int(parts[-1])] = value

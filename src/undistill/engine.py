@@ -31,6 +31,7 @@ from undistill.checkpoint import (
 )
 from undistill.config import OptimConfig, RunConfig, Runtime
 from undistill.data import DeviceLoader
+from undistill.data.loader import epoch_seed
 from undistill.methods import METHODS, Method
 from undistill.progress import Reporter
 from undistill.runs import (
@@ -120,10 +121,6 @@ def evaluate(predict: Any, loader: DeviceLoader, device: torch.device, bf16: boo
     return 100.0 * correct.item() / max(total, 1), loss_sum.item() / max(total, 1)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
-
-
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -202,7 +199,7 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     reporter.start_run(cfg.name or cfg.run_id, epochs * steps, start * steps)
     try:
         for epoch in range(start, epochs):
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch))
+            torch.manual_seed(epoch_seed(cfg.seed + 1, epoch))
             method.train()
             method.start_epoch(epoch)
             t0 = time.perf_counter()

@@ -414,7 +414,9 @@ def skeptical_loss(
     """
     heads = list(head_logits)
     if len(heads) < 2:
-        raise ValueError(f"head_logits needs at least the final and layer-3 heads, got {len(heads)}")
+        raise ValueError(
+            f"head_logits needs at least the final and layer-3 heads, got {len(heads)}"
+        )
     for i, h in enumerate(heads):
         _check_same_shape("head_logits[0]", heads[0], f"head_logits[{i}]", h)
     if int(loc) != loc or not (0 <= loc < len(heads)):

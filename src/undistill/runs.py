@@ -98,7 +98,7 @@ def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None
                               f"(undistill train, or undistill reproduce for a suite)")
     tensors, _ = load_checkpoint(path / (BEST if which == "best" else LAST), device="cpu")
     model = build_student(cfg, get_dataset(cfg.data.name, data_root))
-    model.load_state_dict(unprefixed(tensors, "student."))
+    model.load_state_dict(unprefixed(tensors, "method.student."))
     return model.to(device).eval()
 
 

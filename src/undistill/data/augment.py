@@ -83,16 +83,19 @@ def random_rotate(
 
 def normalize(
     x: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` per channel, for images on the 0..255 scale (uint8 or float)."""
+    """``(x / 255 - mean) / std`` per channel, for images on the 0..255 scale (uint8 or float).
+
+    ``mean``/``std`` may be tensors already on ``x``'s device (saves a copy per batch).
+    """
     c = x.shape[1]
     if len(mean) != c or len(std) != c:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries for {c} channels")
-    m = torch.tensor(mean, dtype=dtype, device=x.device).view(1, c, 1, 1)
-    s = torch.tensor(std, dtype=dtype, device=x.device).view(1, c, 1, 1)
+    m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, c, 1, 1)
+    s = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, c, 1, 1)
     return (x.to(dtype) / 255.0 - m) / s
 
 

@@ -52,6 +52,9 @@ class DeviceLoader:
             )
         if labels.device != images_uint8.device:
             raise ValueError(f"images on {images_uint8.device} but labels on {labels.device}")
+        channels = images_uint8.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"{len(mean)} means / {len(std)} stds for {channels} channels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.images = images_uint8
@@ -64,6 +67,8 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.channels_last = channels_last
+        self._mean = torch.tensor(self.mean, dtype=torch.float32, device=images_uint8.device)
+        self._std = torch.tensor(self.std, dtype=torch.float32, device=images_uint8.device)
 
     @property
     def num_samples(self) -> int:
@@ -92,7 +97,7 @@ class DeviceLoader:
             x = self.images[idx]
             if self.augment is not None:
                 x = augment_batch(x, self.augment, generator)
-            x = normalize(x, self.mean, self.std)
+            x = normalize(x, self._mean, self._std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

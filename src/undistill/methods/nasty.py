@@ -1,0 +1,32 @@
+"""Nasty Teacher (Eq. 5): keep accuracy, maximise KL to a frozen adversary.
+
+Also the step G of SCM (Eq. 10): S^i is this method trained against S^(i-1).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from undistill.losses import nasty_loss
+from undistill.methods.base import METHODS, Method, Params
+
+
+class NastyParams(Params):
+    omega: float = Field(0.04, ge=0.0, description="weight of the KL to the adversary")
+    temperature: float = Field(4.0, gt=0.0, description="tau_A")
+
+
+@METHODS.register("nasty")
+class Nasty(Method):
+    description = "nasty teacher (Eq. 5) against one frozen adversary; SCM's step G (Eq. 10)"
+    Params = NastyParams
+    min_teachers, max_teachers = 1, 1
+    needs_labels = True
+
+    def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        p: NastyParams = self.params
+        logits = self.student(images)
+        return logits, {"nasty": nasty_loss(logits, self.teacher_logits(images), labels, p.omega,
+                                            p.temperature)}
