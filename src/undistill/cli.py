@@ -166,6 +166,141 @@ def config(
     print(f"# run_id: {cfg.run_id}")
 
 
+def _teacher_run(path: Path) -> RunConfig:
+    from undistill.runs import read_run_config
+
+    try:
+        return read_run_config(path)
+    except (ConfigError, CheckpointError) as e:
+        fail(str(e))
+        raise
+
+
+def _train_all(cfgs: list[RunConfig], runtime: Runtime) -> dict[str, Any]:
+    from undistill.engine import TrainingDiverged
+    from undistill.executor import LocalExecutor
+
+    try:
+        return LocalExecutor().run(cfgs, runtime)
+    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
+        fail(str(e))
+        raise
+
+
+def _report(label: str, res: Any) -> None:
+    out.print(f"{label}: best {res.best_acc:.2f}% (epoch {res.best_epoch + 1}), last "
+              f"{res.last_acc:.2f}% [{res.status}] -> {res.run_dir}", markup=False)
+
+
+@app.command()
+def nasty(
+    teacher: Annotated[Path, typer.Argument(help="run directory of the normal teacher (adversary)")],
+    omega: Annotated[float | None, typer.Option(help="Eq. 5 weight (default: dataset's)")] = None,
+    tau: Annotated[float | None, typer.Option(help="tau_A (default: dataset's)")] = None,
+    stop_at_acc: Annotated[float | None, typer.Option(help="early stop at this accuracy (%): "
+                                                      "Nasty-ES")] = None,
+    sets: Sets = None,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """Train a Nasty Teacher (Eq. 5) against a trained normal teacher."""
+    from undistill.recipes import nasty_teacher, with_overrides
+
+    adv = _teacher_run(teacher)
+    try:
+        cfg = with_overrides(nasty_teacher(adv, omega, tau, stop_at_acc=stop_at_acc), sets)
+    except (ConfigError, ValueError) as e:
+        fail(str(e))
+    res = _train_all([cfg], runtime_from(teacher.parent, data_root, device, progress=progress))
+    _report("nasty teacher", res[cfg.run_id])
+
+
+@app.command()
+def scm(
+    nasty_run: Annotated[Path, typer.Argument(help="run directory of the nasty teacher (S^1)")],
+    k: Annotated[int, typer.Option(help="sequence length (S^1..S^k)")] = 3,
+    arch: Annotated[str | None, typer.Option(help="architecture of S^2..S^k "
+                                             "(default: the nasty teacher's)")] = None,
+    width: Annotated[float | None, typer.Option(help="width of S^2..S^k")] = None,
+    sets: Sets = None,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """Train the SCM sequence (Eq. 10): S^i by Eq. 5 against S^(i-1), starting from the nasty teacher."""
+    from undistill.recipes import scm_sequence, with_overrides
+
+    first = _teacher_run(nasty_run)
+    if first.method.name != "nasty":
+        fail(f"{nasty_run} is a {first.method.name!r} run; S^1 must be a nasty teacher")
+    try:
+        seq = [first] + [with_overrides(s, sets) for s in scm_sequence(first, k, arch, width)[1:]]
+    except (ConfigError, ValueError) as e:
+        fail(str(e))
+    res = _train_all(seq, runtime_from(nasty_run.parent, data_root, device, progress=progress))
+    for i, s in enumerate(seq, 1):
+        _report(f"S{i}", res[s.run_id])
+
+
+@app.command()
+def steal(
+    teachers: Annotated[list[Path], typer.Argument(help="teacher run directories (several: "
+                                                   "ensembled, e.g. an SCM sequence)")],
+    arch: Annotated[str, typer.Option(help="student architecture")] = "cnn",
+    method: Annotated[str, typer.Option(help="vanilla, kd, htc, scm, skeptical, skeptical+htc, "
+                                        "skeptical+scm")] = "kd",
+    width: Annotated[float, typer.Option(help="student width")] = 1.0,
+    fraction: Annotated[float, typer.Option(help="limited data: share of the training set")] = 1.0,
+    labels: Annotated[bool, typer.Option(help="--no-labels: the student never sees labels")] = True,
+    seed: int = 0,
+    sets: Sets = None,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """Train a stealing student from one teacher or an ensemble (every method of Table 1)."""
+    from undistill.recipes import student, with_overrides
+
+    tcfgs = [_teacher_run(t) for t in teachers]
+    try:
+        cfg = student([] if method == "vanilla" else tcfgs, arch, method, width=width,
+                      dataset=tcfgs[0].data.name, data={"fraction": fraction, "labels": labels},
+                      seed=seed)
+        cfg = with_overrides(cfg, sets)
+    except (ConfigError, ValueError) as e:
+        fail(str(e))
+    res = _train_all([cfg], runtime_from(teachers[0].parent, data_root, device, progress=progress))
+    _report(f"{method} student {arch}", res[cfg.run_id])
+
+
+@app.command()
+def defend(
+    nasty_run: Annotated[Path, typer.Argument(help="run directory of the nasty teacher (S^1)")],
+    release: Annotated[int, typer.Option(help="release S^i of the SCM sequence (2 or 3)")] = 2,
+    compare_es: Annotated[bool, typer.Option(help="also train Nasty-ES at S^i's accuracy")] = True,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """The SCM defence (release an early sequence model) and Nasty-ES at equal accuracy."""
+    from undistill.recipes import nasty_teacher, scm_sequence
+
+    first = _teacher_run(nasty_run)
+    if first.method.name != "nasty" or release < 2:
+        fail("give a nasty-teacher run and --release >= 2")
+    rt = runtime_from(nasty_run.parent, data_root, device, progress=progress)
+    seq = scm_sequence(first, release)
+    res = _train_all(seq, rt)
+    defended = res[seq[-1].run_id]
+    _report(f"SCM defence (S{release})", defended)
+    if compare_es:
+        es = nasty_teacher(first.teachers[0], first.method.params["omega"],
+                           first.method.params["temperature"],
+                           stop_at_acc=round(defended.best_acc, 2))
+        _report("Nasty-ES", _train_all([es], rt)[es.run_id])
+
+
 @app.command()
 def demo(
     runs_dir: RunsDir = Path("runs/demo"),

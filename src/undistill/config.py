@@ -35,6 +35,8 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="carve a validation split from the "
                                 "training set; evaluation then reads it instead of the test set")
     val_seed: int = 0
+    resize: int | None = Field(None, ge=4, le=512, description="resample every image to this size "
+                               "once at load time (area averaging), for CPU-scale runs")
 
     @field_validator("name")
     @classmethod

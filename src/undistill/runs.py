@@ -7,7 +7,7 @@ Runs are content-addressed: ``runs_dir / cfg.run_id``. A run is finished when it
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,28 @@ def read_run_config(path: Path) -> RunConfig:
     return parse_config(json.loads(f.read_text())["config"])
 
 
-_DATASETS: dict[tuple[str, str], ImageDataset] = {}
+_DATASETS: dict[tuple[str, str, int | None], ImageDataset] = {}
 
 
-def get_dataset(name: str, data_root: Path | None) -> ImageDataset:
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    mode = "area" if size < images.shape[-1] else "bilinear"
+    out = torch.cat([torch.nn.functional.interpolate(b.float(), size=(size, size), mode=mode)
+                     for b in images.split(4096)])
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def get_dataset(name: str, data_root: Path | None, resize: int | None = None) -> ImageDataset:
     """Load a dataset once per process (loading decodes files; views are cheap)."""
-    key = (name, str(data_root))
+    key = (name, str(data_root), resize)
     if key not in _DATASETS:
-        _DATASETS[key] = load_dataset(name, Path(data_root) if data_root else None)
+        if resize is None:
+            _DATASETS[key] = load_dataset(name, Path(data_root) if data_root else None)
+        else:
+            ds = get_dataset(name, data_root)
+            _DATASETS[key] = replace(ds, train_images=_resized(ds.train_images, resize),
+                                     test_images=_resized(ds.test_images, resize))
     return _DATASETS[key]
 
 
@@ -71,7 +85,7 @@ class DataViews:
 
 def data_views(cfg: DataConfig, data_root: Path | None) -> DataViews:
     """Apply the validation split, then the limited-data fraction, to the training set."""
-    ds = get_dataset(cfg.name, data_root)
+    ds = get_dataset(cfg.name, data_root, cfg.resize)
     idx = torch.arange(ds.train_labels.numel())
     if cfg.val_fraction > 0:
         idx, val_idx = split_validation(ds.train_labels, cfg.val_fraction, cfg.val_seed)
@@ -97,7 +111,7 @@ def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None
                               f"{cfg.data.name}) is not finished in {runs_dir}: train it first "
                               f"(undistill train, or undistill reproduce for a suite)")
     tensors, _ = load_checkpoint(path / (BEST if which == "best" else LAST), device="cpu")
-    model = build_student(cfg, get_dataset(cfg.data.name, data_root))
+    model = build_student(cfg, get_dataset(cfg.data.name, data_root, cfg.data.resize))
     model.load_state_dict(unprefixed(tensors, "method.student."))
     return model.to(device).eval()
 

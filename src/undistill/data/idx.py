@@ -192,3 +192,21 @@ def load_mnist(root: Path | None = None) -> ImageDataset:
 def load_fashion_mnist(root: Path | None = None) -> ImageDataset:
     """Fashion-MNIST from IDX files in ``root`` (default: Debian's dataset-fashion-mnist)."""
     return load_idx_dataset(root, FASHION_MNIST)
+
+
+FASHION_MNIST_MINI = IdxSource(
+    name="fashion-mnist-mini",
+    default_root=Path(__file__).resolve().parent / "embedded" / "fashion-mnist-mini",
+    how_to_get="it ships inside the undistill package; reinstall undistill "
+               "(or rebuild it with scripts/make_embedded.py)",
+    classes=FASHION_CLASSES,
+    mean=0.2860,
+    std=0.3530,
+    augment=AugmentSpec(crop_padding=2, flip=True),
+)
+
+
+@DATASETS.register("fashion-mnist-mini")
+def load_fashion_mnist_mini(root: Path | None = None) -> ImageDataset:
+    """Embedded class-balanced Fashion-MNIST subset: 10,000 train / 4,000 test images (MIT)."""
+    return load_idx_dataset(root, FASHION_MNIST_MINI)

@@ -1,0 +1,113 @@
+"""Builders for the paper's runs: normal teacher, nasty teacher, SCM sequence, defences, students.
+
+Each returns a validated :class:`RunConfig`; teachers are nested configs, so building the same
+recipe twice gives the same run ids and nothing is retrained. Protocol defaults per dataset come
+from :mod:`undistill.presets`; everything can be overridden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from undistill.config import RunConfig, apply_overrides, parse_config
+from undistill.presets import NASTY_DEFAULTS, kd_defaults, optim_preset, teacher_config
+
+#: Methods whose (alpha, T) default to the protocol's KD values for the student architecture.
+KD_STYLE = ("kd", "skeptical")
+
+
+def with_overrides(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
+    """Apply ``field.path=value`` overrides to a built config (re-validated)."""
+    if not sets:
+        return cfg
+    d = cfg.model_dump()
+    apply_overrides(d, sets)
+    return parse_config(d)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any] | None) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def normal_teacher(dataset: str, arch: str, width: float = 1.0, seed: int = 0,
+                   optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                   name: str = "") -> RunConfig:
+    d = teacher_config(dataset, arch, width, seed)
+    d["optim"] = _merge(d["optim"], optim)
+    d["data"] = _merge(d["data"], data)
+    d["name"] = name or f"normal {arch}"
+    return parse_config(d)
+
+
+def nasty_teacher(adversary: RunConfig, omega: float | None = None,
+                  temperature: float | None = None, arch: str | None = None,
+                  width: float | None = None, optim: dict[str, Any] | None = None,
+                  stop_at_acc: float | None = None, seed: int | None = None,
+                  name: str = "") -> RunConfig:
+    """Eq. 5 against a frozen adversary; same architecture and schedule unless given.
+
+    Defaults for omega and tau_A: the protocol's for the adversary's dataset (Table: CIFAR-10
+    0.04/4, CIFAR-100 0.005/20, Tiny-ImageNet 0.01/20; calibrated values for the small sets).
+    """
+    d_omega, d_tau = NASTY_DEFAULTS.get(adversary.data.name, NASTY_DEFAULTS["cifar10"])
+    arch = arch or adversary.model.arch
+    base_optim = (adversary.optim.model_dump() if arch == adversary.model.arch
+                  else optim_preset(adversary.data.name, arch))
+    d = {
+        "data": adversary.data.model_dump(),
+        "model": {"arch": arch, "width": adversary.model.width if width is None else width},
+        "optim": _merge(base_optim, optim),
+        "method": {"name": "nasty", "params": {
+            "omega": d_omega if omega is None else omega,
+            "temperature": d_tau if temperature is None else temperature}},
+        "teachers": [adversary],
+        "seed": adversary.seed if seed is None else seed,
+        "stop_at_acc": stop_at_acc,
+        "name": name or ("nasty" if stop_at_acc is None else f"nasty-ES@{stop_at_acc:g}"),
+    }
+    return parse_config(d)
+
+
+def scm_sequence(nasty: RunConfig, k: int, arch: str | None = None, width: float | None = None,
+                 omega: float | None = None, temperature: float | None = None,
+                 optim: dict[str, Any] | None = None) -> list[RunConfig]:
+    """S^1 = the nasty teacher, S^i = G(S^(i-1)) with G the Eq. 5 training (Eq. 10)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    p = nasty.method.params
+    seq = [nasty]
+    for i in range(2, k + 1):
+        seq.append(nasty_teacher(
+            seq[-1], omega=p["omega"] if omega is None else omega,
+            temperature=p["temperature"] if temperature is None else temperature,
+            arch=arch, width=width, optim=optim, name=f"S{i}"))
+    return seq
+
+
+def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str,
+            params: dict[str, Any] | None = None, width: float = 1.0, dataset: str | None = None,
+            optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+            seed: int = 0, name: str = "") -> RunConfig:
+    """A stealing student; ``method`` is a registered method name (vanilla takes no teacher)."""
+    if isinstance(teachers, RunConfig):
+        teachers = [teachers]
+    teachers = list(teachers or [])
+    if dataset is None:
+        if not teachers:
+            raise ValueError("give a dataset or a teacher")
+        dataset = teachers[0].data.name
+    base_data = teachers[0].data.model_dump() if teachers else {"name": dataset}
+    base_params = dict(kd_defaults(dataset, arch)) if method in KD_STYLE else {}
+    d = {
+        "data": _merge(base_data, data),
+        "model": {"arch": arch, "width": width},
+        "optim": _merge(optim_preset(dataset, arch), optim),
+        "method": {"name": method, "params": {**base_params, **(params or {})}},
+        "teachers": teachers,
+        "seed": seed,
+        "name": name or f"{method} {arch}",
+    }
+    return parse_config(d)

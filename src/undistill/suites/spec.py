@@ -1,0 +1,127 @@
+"""A suite describes one paper table (or a demo of all of them) as YAML, validated here."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from undistill.config import ConfigError, _format
+from undistill.suites.paper import TABLE1_COLUMNS
+
+Column = Literal["vanilla", "normal-kd", "nasty-kd", "skeptical", "htc", "scm", "skeptical+htc",
+                 "skeptical+scm"]
+#: method-parameter groups a suite may set: the Table 1 methods, plus "kd" (every KD column)
+PARAM_GROUPS = ("kd", "skeptical", "htc", "scm", "skeptical+htc", "skeptical+scm")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NastySpec(_Strict):
+    omega: float | None = Field(None, ge=0.0)
+    temperature: float | None = Field(None, gt=0.0)
+    epochs: int | None = Field(None, ge=1, description="epochs of nasty/sequence training")
+
+
+class TeacherSpec(_Strict):
+    arch: str
+    width: float = Field(1.0, gt=0.0)
+    epochs: int | None = Field(None, ge=1)
+    optim: dict[str, Any] = Field(default_factory=dict)
+    nasty: NastySpec = Field(default_factory=NastySpec)
+
+
+class StudentSpec(_Strict):
+    arch: str
+    width: float = Field(1.0, gt=0.0)
+    epochs: int | None = Field(None, ge=1)
+    optim: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScaleSpec(_Strict):
+    """A scale preset: multiplies every width, replaces every epoch count, shrinks the data."""
+
+    description: str = ""
+    width: float = Field(1.0, gt=0.0, description="multiplier of every model width")
+    epochs: int | None = Field(None, ge=1, description="epochs of every run (milestones scaled)")
+    fraction: float | None = Field(None, gt=0.0, le=1.0)
+    resize: int | None = Field(None, ge=4)
+
+
+class SCMSpec(_Strict):
+    k: int = Field(4, ge=1, le=16, description="sequence length S^1..S^k")
+
+
+class DefenceSpec(_Strict):
+    enabled: bool = True
+    release: int = Field(2, ge=2, description="the SCM defence releases S^release")
+    nasty_es: bool = True
+
+
+class SuiteSpec(_Strict):
+    name: str
+    title: str = ""
+    description: str = ""
+    dataset: str
+    data: dict[str, Any] = Field(default_factory=dict, description="data-config fields for all runs")
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    students: list[StudentSpec] = Field(min_length=1)
+    methods: list[Column] = Field(default_factory=lambda: list(TABLE1_COLUMNS))
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    scm: SCMSpec = Field(default_factory=SCMSpec)
+    defence: DefenceSpec = Field(default_factory=DefenceSpec)
+    kl: bool = True
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    scales: dict[str, ScaleSpec] = Field(default_factory=lambda: {"paper": ScaleSpec()})
+    default_scale: str = "paper"
+    notes: list[str] = Field(default_factory=list, description="choices shown beside the results")
+
+    @field_validator("params")
+    @classmethod
+    def _param_groups(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        bad = sorted(set(v) - set(PARAM_GROUPS))
+        if bad:
+            raise ValueError(f"unknown method group(s) {bad}; known: {list(PARAM_GROUPS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _scales(self) -> SuiteSpec:
+        if self.default_scale not in self.scales:
+            raise ValueError(f"default_scale {self.default_scale!r} is not among scales "
+                             f"{sorted(self.scales)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        return self
+
+
+def builtin_suites() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("undistill.suites").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_suite(name_or_path: str | Path) -> SuiteSpec:
+    """A built-in suite by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ConfigError(f"suite file {path} does not exist")
+        text = path.read_text()
+    else:
+        f = resources.files("undistill.suites") / f"{name_or_path}.yaml"
+        if not f.is_file():
+            raise ConfigError(f"unknown suite {name_or_path!r}; built-in: "
+                              f"{', '.join(builtin_suites())} (or give a YAML path)")
+        text = f.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"suite {name_or_path} is not valid YAML: {e}") from None
+    try:
+        return SuiteSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid suite {name_or_path}: {_format(e)}") from None
