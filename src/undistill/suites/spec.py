@@ -61,6 +61,8 @@ class DefenceSpec(_Strict):
     enabled: bool = True
     release: int = Field(2, ge=2, description="the SCM defence releases S^release")
     nasty_es: bool = True
+    teachers: list[str] | None = Field(None, description="teacher architectures to defend "
+                                       "(default: all)")
 
 
 class SuiteSpec(_Strict):

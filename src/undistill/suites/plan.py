@@ -1,0 +1,176 @@
+"""From a suite to runs: normal teachers -> nasty teachers -> SCM sequences -> students.
+
+Planning is pure: it builds run configs (content-addressed, so shared teachers appear once) and
+the cells of the tables they fill. Nasty-ES is planned in a second stage, because its target
+accuracy is the SCM-defence teacher's, known only once that teacher is trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from undistill import recipes
+from undistill.config import RunConfig
+from undistill.presets import optim_preset
+from undistill.suites.spec import ScaleSpec, StudentSpec, SuiteSpec, TeacherSpec
+
+#: Table 1 column -> (method, which teacher)
+COLUMN_METHOD = {
+    "vanilla": ("vanilla", "none"),
+    "normal-kd": ("kd", "normal"),
+    "nasty-kd": ("kd", "nasty"),
+    "skeptical": ("skeptical", "nasty"),
+    "htc": ("htc", "nasty"),
+    "scm": ("scm", "scm"),
+    "skeptical+htc": ("skeptical+htc", "nasty"),
+    "skeptical+scm": ("skeptical+scm", "scm"),
+}
+
+
+@dataclass
+class Cell:
+    """One number of a table: a student run and what it learned from."""
+
+    table: str  # "table1" or "table6"
+    column: str  # Table 1 column, or Table 6 teacher kind
+    teacher_arch: str
+    teacher_kind: str  # none, normal, nasty, scm (the sequence from the nasty), nasty-es, scm-defence
+    student_arch: str
+    method: str
+    seed: int
+    run: RunConfig
+    teacher_run: RunConfig | None  # the teacher whose accuracy is reported
+
+
+@dataclass
+class TeacherGroup:
+    """The teachers grown from one normal teacher."""
+
+    spec: TeacherSpec
+    normal: RunConfig
+    nasty: RunConfig
+    sequence: list[RunConfig]
+    defence: RunConfig | None
+
+
+@dataclass
+class Plan:
+    suite: SuiteSpec
+    scale: str
+    groups: list[TeacherGroup]
+    cells: list[Cell]
+    pending: list[str] = field(default_factory=list)  # described, not yet plannable
+
+    def runs(self) -> list[RunConfig]:
+        """Every run of the plan, teachers first, each once."""
+        from undistill.executor import plan as order
+
+        return order([c.run for c in self.cells] +
+                     [r for g in self.groups for r in (g.normal, g.nasty, *g.sequence)] +
+                     [g.defence for g in self.groups if g.defence is not None])
+
+
+def _optim(dataset: str, arch: str, scale: ScaleSpec, epochs: int | None,
+           extra: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's optimiser for (dataset, arch), then the suite's epochs, then the scale's."""
+    o = {**optim_preset(dataset, arch), **extra}
+    target = scale.epochs or epochs
+    if target is not None and target != o["epochs"]:
+        o["milestones"] = sorted({max(1, round(m * target / o["epochs"])) for m in o["milestones"]
+                                  if round(m * target / o["epochs"]) < target})
+        o["epochs"] = target
+    return o
+
+
+def _data(suite: SuiteSpec, scale: ScaleSpec) -> dict[str, Any]:
+    d = dict(suite.data)
+    if scale.fraction is not None:
+        d["fraction"] = scale.fraction
+    if scale.resize is not None:
+        d["resize"] = scale.resize
+    return d
+
+
+def scale_of(suite: SuiteSpec, scale: str | None) -> tuple[str, ScaleSpec]:
+    name = scale or suite.default_scale
+    if name not in suite.scales:
+        raise ValueError(f"suite {suite.name!r} has no scale {name!r}; scales: "
+                         f"{', '.join(sorted(suite.scales))}")
+    return name, suite.scales[name]
+
+
+def teacher_group(suite: SuiteSpec, spec: TeacherSpec, scale: ScaleSpec) -> TeacherGroup:
+    ds = suite.dataset
+    width = spec.width * scale.width
+    normal = recipes.normal_teacher(ds, spec.arch, width, data=_data(suite, scale),
+                                    optim=_optim(ds, spec.arch, scale, spec.epochs, spec.optim),
+                                    name=f"normal {spec.arch}")
+    nasty_optim = _optim(ds, spec.arch, scale, spec.nasty.epochs or spec.epochs, spec.optim)
+    nasty = recipes.nasty_teacher(normal, spec.nasty.omega, spec.nasty.temperature,
+                                  optim=nasty_optim, name=f"nasty {spec.arch}")
+    d = suite.defence
+    defended = d.enabled and (d.teachers is None or spec.arch in d.teachers)
+    k = max(suite.scm.k, d.release if defended else 1)
+    chain = recipes.scm_sequence(nasty, k, optim=nasty_optim)
+    defence = chain[d.release - 1] if defended else None
+    return TeacherGroup(spec, normal, nasty, chain[:suite.scm.k], defence)
+
+
+def _student(suite: SuiteSpec, spec: StudentSpec, scale: ScaleSpec, method: str,
+             teachers: list[RunConfig], seed: int, group: str) -> RunConfig:
+    params = dict(suite.params.get("kd", {})) if method == "kd" else {}
+    params.update(suite.params.get(method, {}))
+    return recipes.student(
+        teachers, spec.arch, method, params, width=spec.width * scale.width,
+        dataset=suite.dataset, data=_data(suite, scale),
+        optim=_optim(suite.dataset, spec.arch, scale, spec.epochs, spec.optim), seed=seed,
+        name=f"{method} {spec.arch} <- {group}")
+
+
+def build_plan(suite: SuiteSpec, scale: str | None = None) -> Plan:
+    scale_name, sc = scale_of(suite, scale)
+    groups = [teacher_group(suite, t, sc) for t in suite.teachers]
+    cells: list[Cell] = []
+    for g in groups:
+        sources = {"none": [], "normal": [g.normal], "nasty": [g.nasty], "scm": g.sequence}
+        reported = {"none": None, "normal": g.normal, "nasty": g.nasty, "scm": g.nasty}
+        for s in suite.students:
+            for seed in suite.seeds:
+                for col in suite.methods:
+                    method, kind = COLUMN_METHOD[col]
+                    run = _student(suite, s, sc, method, sources[kind], seed, kind)
+                    cells.append(Cell("table1", col, g.spec.arch, kind, s.arch, method, seed, run,
+                                      reported[kind]))
+                if g.defence is not None:
+                    for kind, teacher in (("normal", g.normal), ("nasty", g.nasty),
+                                          ("scm-defence", g.defence)):
+                        run = _student(suite, s, sc, "kd", [teacher], seed, kind)
+                        cells.append(Cell("table6", kind, g.spec.arch, kind, s.arch, "kd", seed,
+                                          run, teacher))
+    pending = []
+    if suite.defence.nasty_es:
+        pending = [f"Nasty-ES of {g.spec.arch} (stopped at S{suite.defence.release}'s accuracy) "
+                   f"and its {len(suite.students) * len(suite.seeds)} KD students" for g in groups
+                   if g.defence is not None]
+    return Plan(suite, scale_name, groups, cells, pending)
+
+
+def nasty_es_cells(plan: Plan, defence_acc: dict[str, float]) -> list[Cell]:
+    """Stage two: Nasty-ES teachers stopped at the SCM-defence teacher's accuracy, and students."""
+    suite = plan.suite
+    _, sc = scale_of(suite, plan.scale)
+    cells = []
+    for g in plan.groups:
+        if g.defence is None or not suite.defence.nasty_es:
+            continue
+        p = g.nasty.method.params
+        es = recipes.nasty_teacher(g.normal, p["omega"], p["temperature"], optim=g.nasty.optim.model_dump(),
+                                   stop_at_acc=round(defence_acc[g.defence.run_id], 2),
+                                   name=f"nasty-ES {g.spec.arch}")
+        for s in suite.students:
+            for seed in suite.seeds:
+                run = _student(suite, s, sc, "kd", [es], seed, "nasty-es")
+                cells.append(Cell("table6", "nasty-es", g.spec.arch, "nasty-es", s.arch, "kd",
+                                  seed, run, es))
+    return cells

@@ -1,0 +1,154 @@
+"""Suites: planning, dry-run, results schema, caching, resuming an interrupted suite."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from undistill import engine as engine_mod
+from undistill.config import ConfigError, Runtime
+from undistill.executor import LocalExecutor
+from undistill.suites import build_plan, builtin_suites, dry_run, load_suite, reproduce
+from undistill.suites.runner import RECORD_FIELDS
+
+TINY = {
+    "name": "tiny",
+    "dataset": "digits",
+    "teachers": [{"arch": "cnn", "width": 0.25, "epochs": 1, "nasty": {"omega": 0.04,
+                                                                     "temperature": 4}}],
+    "students": [{"arch": "cnn", "width": 0.5, "epochs": 1}],
+    "scm": {"k": 2},
+    "defence": {"release": 2},
+    "params": {"skeptical": {"kd_delay": -1}, "skeptical+htc": {"kd_delay": -1},
+               "skeptical+scm": {"kd_delay": -1}},
+    "notes": ["a test suite"],
+}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(yaml.safe_dump(TINY))
+    return load_suite(f)
+
+
+def test_builtin_suites_load_and_plan_every_scale() -> None:
+    names = builtin_suites()
+    assert {"demo", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet"} <= set(names)
+    for name in names:
+        suite = load_suite(name)
+        for scale in suite.scales:
+            plan = build_plan(suite, scale)
+            assert plan.cells and len({r.run_id for r in plan.runs()}) == len(plan.runs())
+
+
+def test_paper_suites_match_the_papers_rows() -> None:
+    c10 = build_plan(load_suite("cifar10"), "paper")
+    assert [t.arch for t in c10.suite.teachers] == ["resnet18"]
+    assert {c.student_arch for c in c10.cells} == {"cnn", "mobilenetv2", "shufflenetv2"}
+    nasty = c10.groups[0].nasty
+    assert nasty.method.params == {"omega": 0.04, "temperature": 4.0}
+    assert nasty.optim.epochs == 160 and nasty.optim.milestones == [80, 120]
+    c100 = build_plan(load_suite("cifar100"), "paper")
+    assert [g.nasty.method.params["omega"] for g in c100.groups] == [0.005, 0.005]
+    assert [g.defence is not None for g in c100.groups] == [False, True]  # Table 6: ResNet-50
+    cnn = next(c for c in c100.cells if c.student_arch == "cnn" and c.column == "vanilla")
+    assert (cnn.run.optim.name, cnn.run.optim.epochs) == ("adam", 100)
+
+
+def test_plan_shares_runs_between_tables(tiny) -> None:
+    plan = build_plan(tiny)
+    by = {(c.table, c.column): c.run.run_id for c in plan.cells}
+    assert by[("table6", "normal")] == by[("table1", "normal-kd")]
+    assert by[("table6", "nasty")] == by[("table1", "nasty-kd")]
+    scm = next(c for c in plan.cells if c.column == "scm")
+    assert [t.run_id for t in scm.run.teachers] == [g.run_id for g in plan.groups[0].sequence]
+    # normal, nasty, S2; 8 Table 1 students; the SCM-defence student (Nasty-ES comes later)
+    assert len(plan.runs()) == 3 + 8 + 1
+    assert plan.pending and "Nasty-ES" in plan.pending[0]
+
+
+def test_invalid_suites_fail_clearly(tmp_path: Path) -> None:
+    bad = dict(TINY, methods=["vanilla", "telepathy"])
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="methods"):
+        load_suite(f)
+    with pytest.raises(ConfigError, match="unknown suite"):
+        load_suite("no-such-suite")
+    with pytest.raises(ValueError, match="no scale"):
+        build_plan(load_suite("cifar10"), "huge")
+
+
+def test_reproduce_writes_results_then_reuses_every_run(tiny, tmp_path: Path, monkeypatch) -> None:
+    rt = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
+    plan = build_plan(tiny)
+    before = dry_run(plan, rt)
+    assert (before.runs, before.done) == (12, 0) and before.estimated_s > 0
+    assert any("later" in line for line in before.lines)
+
+    doc = reproduce(tiny, rt, tmp_path / "out")
+    out = tmp_path / "out"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["records"] == doc["records"]
+    recs = doc["records"]
+    assert len(recs) == 8 + 4  # Table 1 columns, then Table 6 normal/nasty/scm-defence/nasty-es
+    for r in recs:
+        assert set(RECORD_FIELDS) <= set(r)
+        assert 0.0 <= r["best_acc"] <= 100.0 and r["last_acc"] <= r["best_acc"]
+    kinds = {(r["table"], r["teacher_kind"]) for r in recs}
+    assert ("table6", "nasty-es") in kinds and ("table6", "scm-defence") in kinds
+    es = next(r for r in recs if r["teacher_kind"] == "nasty-es")
+    defence = next(r for r in recs if r["teacher_kind"] == "scm-defence")
+    assert es["teacher_acc"] >= round(defence["teacher_acc"], 2) or any(
+        t["kind"] == "nasty-es" and t["status"] == "complete" for t in doc["teachers"])
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(recs) and rows[0].keys() == set(RECORD_FIELDS)
+    assert {r["model"] for r in doc["kl"]} >= {"nasty", "S2", "scm-ensemble (k=2)"}
+    assert all(r["kl_t1"] >= 0 for r in doc["kl"])
+    tables = (out / "tables.md").read_text()
+    for title in ("Table 1", "Table 3", "Table 6", "a test suite", "checked"):
+        assert title in tables
+
+    after = dry_run(plan, rt)
+    assert after.done == after.runs
+    monkeypatch.setattr(engine_mod, "build_method", lambda *a, **k: pytest.fail("retrained"))
+    again = reproduce(tiny, rt, tmp_path / "out2")
+    assert again["records"] == doc["records"]
+
+
+class FailAfter(LocalExecutor):
+    """An executor that dies after training a few runs (an interrupted suite)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+
+    def run(self, runs, runtime):
+        from undistill.executor import plan as order
+        from undistill.runs import is_done
+
+        todo = [r for r in order(runs) if not is_done(r, runtime.runs_dir)]
+        if len(todo) > self.left:
+            super().run(todo[: self.left], runtime)
+            raise KeyboardInterrupt("suite interrupted")
+        self.left -= len(todo)
+        return super().run(runs, runtime)
+
+
+def test_interrupted_suite_continues_where_it_stopped(tiny, tmp_path: Path) -> None:
+    ref = reproduce(tiny, Runtime(runs_dir=tmp_path / "a", device="cpu", progress=False),
+                    tmp_path / "ref")
+    rt = Runtime(runs_dir=tmp_path / "b", device="cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(tiny, rt, tmp_path / "out", executor=FailAfter(5))
+    part = dry_run(build_plan(tiny), rt)
+    assert part.done == 5
+    resumed = reproduce(tiny, rt, tmp_path / "out")
+    strip = [{k: v for k, v in r.items()} for r in resumed["records"]]
+    assert strip == ref["records"]
