@@ -17,7 +17,7 @@ from undistill.data import DatasetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Knowledge-distillation model stealing: nasty teachers, attacks, defences.")
-out = Console()
+out = Console(soft_wrap=True)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="where runs are stored")]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="directory of the dataset files")]
@@ -33,7 +33,7 @@ def runtime_from(runs_dir: Path, data_root: Path | None, device: str, precision:
 
 
 def fail(msg: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(2)
 
 
