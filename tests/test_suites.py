@@ -26,6 +26,10 @@ TINY = {
     "params": {"skeptical": {"kd_delay": -1}, "skeptical+htc": {"kd_delay": -1},
                "skeptical+scm": {"kd_delay": -1}},
     "notes": ["a test suite"],
+    "ablations": [
+        {"name": "htc-tau", "columns": ["htc"], "param": "temperature", "values": [10, 50]},
+        {"name": "few-data", "columns": ["nasty-kd"], "param": "fraction", "values": [0.5]},
+    ],
 }
 
 
@@ -67,8 +71,11 @@ def test_plan_shares_runs_between_tables(tiny) -> None:
     assert by[("table6", "nasty")] == by[("table1", "nasty-kd")]
     scm = next(c for c in plan.cells if c.column == "scm")
     assert [t.run_id for t in scm.run.teachers] == [g.run_id for g in plan.groups[0].sequence]
-    # normal, nasty, S2; 8 Table 1 students; the SCM-defence student (Nasty-ES comes later)
-    assert len(plan.runs()) == 3 + 8 + 1
+    # normal, nasty, S2; 8 Table 1 students; the SCM-defence student (Nasty-ES comes later);
+    # ablations: HTC at tau 10 (tau 50 is the Table 1 HTC run itself) and nasty KD on half the data
+    assert len(plan.runs()) == 3 + 8 + 1 + 2
+    tau50 = next(c for c in plan.cells if c.ablation == "htc-tau" and c.x == 50)
+    assert tau50.run.run_id == by[("table1", "htc")]
     assert plan.pending and "Nasty-ES" in plan.pending[0]
 
 
@@ -88,15 +95,18 @@ def test_reproduce_writes_results_then_reuses_every_run(tiny, tmp_path: Path, mo
     rt = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
     plan = build_plan(tiny)
     before = dry_run(plan, rt)
-    assert (before.runs, before.done) == (12, 0) and before.estimated_s > 0
+    assert (before.runs, before.done) == (14, 0) and before.estimated_s > 0
     assert any("later" in line for line in before.lines)
 
     doc = reproduce(tiny, rt, tmp_path / "out")
     out = tmp_path / "out"
     saved = json.loads((out / "results.json").read_text())
     assert saved["records"] == doc["records"]
-    recs = doc["records"]
+    recs = [r for r in doc["records"] if r["table"] != "ablation"]
     assert len(recs) == 8 + 4  # Table 1 columns, then Table 6 normal/nasty/scm-defence/nasty-es
+    (tau, few) = doc["ablations"]
+    assert tau["x_values"] == [10, 50] and len(tau["series"]["htc cnn <- cnn"]) == 2
+    assert few["series"]["nasty-kd cnn <- cnn"][0] is not None
     for r in recs:
         assert set(RECORD_FIELDS) <= set(r)
         assert 0.0 <= r["best_acc"] <= 100.0 and r["last_acc"] <= r["best_acc"]
@@ -108,11 +118,11 @@ def test_reproduce_writes_results_then_reuses_every_run(tiny, tmp_path: Path, mo
         t["kind"] == "nasty-es" and t["status"] == "complete" for t in doc["teachers"])
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(recs) and rows[0].keys() == set(RECORD_FIELDS)
+    assert len(rows) == len(doc["records"]) and rows[0].keys() == set(RECORD_FIELDS)
     assert {r["model"] for r in doc["kl"]} >= {"nasty", "S2", "scm-ensemble (k=2)"}
     assert all(r["kl_t1"] >= 0 for r in doc["kl"])
     tables = (out / "tables.md").read_text()
-    for title in ("Table 1", "Table 3", "Table 6", "a test suite", "checked"):
+    for title in ("Table 1", "Table 3", "Table 6", "Ablation: htc-tau", "a test suite", "checked"):
         assert title in tables
 
     after = dry_run(plan, rt)

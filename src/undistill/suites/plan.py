@@ -41,6 +41,8 @@ class Cell:
     seed: int
     run: RunConfig
     teacher_run: RunConfig | None  # the teacher whose accuracy is reported
+    ablation: str | None = None
+    x: Any = None
 
 
 @dataclass
@@ -118,12 +120,15 @@ def teacher_group(suite: SuiteSpec, spec: TeacherSpec, scale: ScaleSpec) -> Teac
 
 
 def _student(suite: SuiteSpec, spec: StudentSpec, scale: ScaleSpec, method: str,
-             teachers: list[RunConfig], seed: int, group: str) -> RunConfig:
+             teachers: list[RunConfig], seed: int, group: str,
+             params_over: dict[str, Any] | None = None,
+             data_over: dict[str, Any] | None = None) -> RunConfig:
     params = dict(suite.params.get("kd", {})) if method == "kd" else {}
     params.update(suite.params.get(method, {}))
+    params.update(params_over or {})
     return recipes.student(
         teachers, spec.arch, method, params, width=spec.width * scale.width,
-        dataset=suite.dataset, data=_data(suite, scale),
+        dataset=suite.dataset, data={**_data(suite, scale), **(data_over or {})},
         optim=_optim(suite.dataset, spec.arch, scale, spec.epochs, spec.optim), seed=seed,
         name=f"{method} {spec.arch} <- {group}")
 
@@ -148,6 +153,7 @@ def build_plan(suite: SuiteSpec, scale: str | None = None) -> Plan:
                         run = _student(suite, s, sc, "kd", [teacher], seed, kind)
                         cells.append(Cell("table6", kind, g.spec.arch, kind, s.arch, "kd", seed,
                                           run, teacher))
+    cells += ablation_cells(suite, groups, sc)
     pending = []
     if suite.defence.nasty_es:
         pending = [f"Nasty-ES of {g.spec.arch} (stopped at S{suite.defence.release}'s accuracy) "
@@ -173,4 +179,43 @@ def nasty_es_cells(plan: Plan, defence_acc: dict[str, float]) -> list[Cell]:
                 run = _student(suite, s, sc, "kd", [es], seed, "nasty-es")
                 cells.append(Cell("table6", "nasty-es", g.spec.arch, "nasty-es", s.arch, "kd",
                                   seed, run, es))
+    return cells
+
+
+SPECIAL = ("k", "sequence_arch", "fraction", "labels")
+
+
+def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) -> list[Cell]:
+    """The runs of each ablation: a Table 1 cell with one thing changed."""
+    cells = []
+    for ab in suite.ablations:
+        for g in groups:
+            if ab.teachers is not None and g.spec.arch not in ab.teachers:
+                continue
+            nasty_optim = g.nasty.optim.model_dump()
+            for s in suite.students:
+                if ab.students is not None and s.arch not in ab.students:
+                    continue
+                for seed in suite.seeds:
+                    for col in ab.columns:
+                        method, kind = COLUMN_METHOD[col]
+                        for x in ab.values:
+                            teachers = {"none": [], "normal": [g.normal], "nasty": [g.nasty],
+                                        "scm": g.sequence}[kind]
+                            params, data = {}, {}
+                            if ab.param == "k":
+                                teachers = recipes.scm_sequence(g.nasty, int(x), optim=nasty_optim)
+                            elif ab.param == "sequence_arch":
+                                seq_optim = _optim(suite.dataset, x, sc,
+                                                   g.spec.nasty.epochs or g.spec.epochs, {})
+                                teachers = recipes.scm_sequence(g.nasty, len(g.sequence), arch=x,
+                                                                optim=seq_optim)
+                            elif ab.param in ("fraction", "labels"):
+                                data = {ab.param: x}
+                            else:
+                                params = {ab.param: x}
+                            run = _student(suite, s, sc, method, teachers, seed, kind, params, data)
+                            cells.append(Cell("ablation", col, g.spec.arch, kind, s.arch, method,
+                                              seed, run, teachers[0] if teachers else None,
+                                              ab.name, x))
     return cells

@@ -111,6 +111,20 @@ def table6(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
     return lines
 
 
+def ablation_tables(doc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for ab in doc.get("ablations", []):
+        xs = ab["x_values"]
+        lines += [f"## Ablation: {ab['name']} (accuracy %, varying {ab['x_label']})", "",
+                  "| series | " + " | ".join(str(x) for x in xs) + " |",
+                  "|" + " --- |" * (len(xs) + 1)]
+        for label, ys in ab["series"].items():
+            lines.append(f"| {label} | " + " | ".join("-" if y is None else f"{y:.2f}"
+                                                       for y in ys) + " |")
+        lines.append("")
+    return lines
+
+
 def checks(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
     """Each phenomenon the paper reports, checked plainly on our numbers."""
     g1, g6 = _grouped(doc["records"], "table1"), _grouped(doc["records"], "table6")
@@ -169,5 +183,6 @@ def render_tables(doc: dict[str, Any], suite: SuiteSpec) -> str:
         "notes"] else []
     tail = [f"Wall time {doc['wall_time_s']:.0f} s (training {doc['train_time_s']:.0f} s of it, "
             "summed over the runs trained or read back).", ""]
-    body = table1(doc, suite) + table3(doc) + table6(doc, suite) + checks(doc, suite)
+    body = (table1(doc, suite) + table3(doc) + table6(doc, suite) + ablation_tables(doc)
+            + checks(doc, suite))
     return "\n".join(head + notes + body + tail)

@@ -24,7 +24,8 @@ from undistill.suites.report import render_tables
 from undistill.suites.spec import SuiteSpec
 
 RECORD_FIELDS = ["table", "dataset", "teacher_arch", "teacher_kind", "teacher_acc", "student_arch",
-                 "column", "method", "best_acc", "last_acc", "seed", "run_id", "teacher_run_id"]
+                 "column", "method", "best_acc", "last_acc", "seed", "run_id", "teacher_run_id",
+                 "ablation", "x"]
 
 
 @dataclass
@@ -67,7 +68,8 @@ def _record(cell: Cell, results: dict[str, RunResult], dataset: str) -> dict[str
             "teacher_kind": cell.teacher_kind, "teacher_acc": t.best_acc if t else None,
             "student_arch": cell.student_arch, "column": cell.column, "method": cell.method,
             "best_acc": r.best_acc, "last_acc": r.last_acc, "seed": cell.seed,
-            "run_id": r.run_id, "teacher_run_id": t.run_id if t else None}
+            "run_id": r.run_id, "teacher_run_id": t.run_id if t else None,
+            "ablation": cell.ablation, "x": cell.x}
 
 
 def kl_records(plan: Plan, runtime: Runtime, results: dict[str, RunResult]) -> list[dict[str, Any]]:
@@ -128,6 +130,7 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
                  for c in cells if c.teacher_kind == "nasty-es" and c.teacher_run is not None]
     teachers = list({(t["kind"], t["run_id"]): t for t in teachers}.values())
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
+           "ablations": ablation_series(suite, records),
            "dataset": suite.dataset, "records": records, "kl": kl, "teachers": teachers,
            "notes": suite.notes, "wall_time_s": time.perf_counter() - t0,
            "train_time_s": sum(results[r].wall_time_s for r in results)}
@@ -140,6 +143,22 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
     atomic_write_bytes(out_dir / "results.csv", buf.getvalue().encode())
     atomic_write_bytes(out_dir / "tables.md", render_tables(doc, suite).encode())
     return doc
+
+
+def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ablation as line-plot data: x values and one accuracy series per column/student."""
+    out = []
+    for ab in suite.ablations:
+        acc: dict[str, list[list[float]]] = {}
+        for r in records:
+            if r["ablation"] == ab.name:
+                label = f"{r['column']} {r['student_arch']} <- {r['teacher_arch']}"
+                acc.setdefault(label, [[] for _ in ab.values])[ab.values.index(r["x"])].append(
+                    r["best_acc"])
+        series = {k: [sum(v) / len(v) if v else None for v in vs] for k, vs in acc.items()}
+        out.append({"name": ab.name, "param": ab.param, "x_label": ab.x_label or ab.param,
+                    "x_values": ab.values, "series": series})
+    return out
 
 
 def results_from(out_dir: Path) -> dict[str, Any]:

@@ -65,6 +65,20 @@ class DefenceSpec(_Strict):
                                        "(default: all)")
 
 
+class AblationSpec(_Strict):
+    """Vary one thing of some Table 1 columns: a method parameter, or one of the special knobs
+    ``k`` (SCM sequence length), ``sequence_arch`` (architecture of S^2..S^k), ``fraction``
+    (the student's share of the training data) or ``labels`` (false: no labels)."""
+
+    name: str
+    columns: list[Column] = Field(min_length=1)
+    param: str
+    values: list[Any] = Field(min_length=1)
+    x_label: str = ""
+    students: list[str] | None = None
+    teachers: list[str] | None = None
+
+
 class SuiteSpec(_Strict):
     name: str
     title: str = ""
@@ -79,6 +93,7 @@ class SuiteSpec(_Strict):
     defence: DefenceSpec = Field(default_factory=DefenceSpec)
     kl: bool = True
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    ablations: list[AblationSpec] = Field(default_factory=list)
     scales: dict[str, ScaleSpec] = Field(default_factory=lambda: {"paper": ScaleSpec()})
     default_scale: str = "paper"
     notes: list[str] = Field(default_factory=list, description="choices shown beside the results")
