@@ -85,6 +85,19 @@ def main() -> None:
     (out / f"{a.dataset}.json").write_text(json.dumps(
         {"args": vars(a), **base, "kd_normal": kd_normal, "normal_peaks": ref["peaks"],
          "rows": rows}, indent=2))
+    kd_cols = [f"nasty_kd_T{t:g}" for t in temps]
+    md = [f"Teacher {a.teacher} (width {a.teacher_width:g}) {base['teacher_acc']:.2f} %, "
+          f"vanilla student {a.student} (width {a.student_width:g}) {base['vanilla']:.2f} %, "
+          "normal KD " + ", ".join(f"{v:.2f} % (T={t:g})" for t, v in kd_normal.items())
+          + f"; normal teacher's mean peaks above 0.1: {ref['peaks']:.2f}.", "",
+          "| omega | tau_A | nasty teacher (%) | KL(nasty \\|\\| normal) at tau_A | peaks > 0.1 | "
+          + " | ".join(f"nasty KD T={t:g} (%)" for t in temps) + " |",
+          "|" + " --- |" * (5 + len(temps))]
+    for r in rows:
+        md.append(f"| {r['omega']:g} | {r['tau_A']:g} | {r['nasty_acc']:.2f} | "
+                  f"{r['kl_to_normal']:.3f} | {r['peaks']:.2f} | "
+                  + " | ".join(f"{r[c]:.2f}" for c in kd_cols) + " |")
+    (out / f"{a.dataset}.md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

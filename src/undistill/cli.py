@@ -355,6 +355,145 @@ def demo(
     print((out_dir / "tables.md").read_text())
 
 
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="a suite's output directory (with "
+                                                "results.json)")],
+    runs_dir: RunsDir = Path("runs"),
+    suite: Annotated[str | None, typer.Option(help="the suite (name or YAML) for the tables "
+                                              "(default: rebuilt from results.json)")] = None,
+    html: Annotated[bool, typer.Option("--html", help="also write report.html with the figures "
+                                       "inlined")] = False,
+    figures: Annotated[bool, typer.Option(help="--no-figures: tables and ablations only")] = True,
+    samples: Annotated[int, typer.Option(help="evaluation images for statistics and t-SNE")] = 1000,
+    examples: Annotated[int, typer.Option(help="inputs shown in Fig. 1")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the image subset and of t-SNE")] = 0,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+) -> None:
+    """Write one Markdown report of a finished suite: its tables, Fig. 1, 2, 5 and ablations."""
+    from undistill.engine import select_device
+    from undistill.report import ReportError, write_report
+
+    if samples < 2 or examples < 1:
+        fail("--samples must be >= 2 and --examples >= 1")
+    try:
+        path = write_report(results_dir, runs_dir, data_root, suite, html, select_device(device),
+                            samples, examples, seed, figures)
+    except (ReportError, ConfigError, DatasetError, CheckpointError) as e:
+        fail(str(e))
+    out.print(f"report: {path}" + (f", {path.with_suffix('.html')}" if html else ""),
+              markup=False)
+
+
+@app.command()
+def analyze(
+    runs: Annotated[list[Path], typer.Argument(help="run directories to analyse (e.g. the nasty "
+                                               "teacher and its sequence S2, S3)")],
+    reference: Annotated[Path, typer.Option(help="run directory of the normal teacher")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the PNG and JSON go")] = Path(
+        "analysis"),
+    runs_dir: Annotated[Path | None, typer.Option(help="runs dir (default: each run's parent)")
+                        ] = None,
+    ensemble: Annotated[bool, typer.Option(help="also analyse the logit ensemble of the runs "
+                                           "(SCM's teacher)")] = True,
+    tsne: Annotated[bool, typer.Option(help="--no-tsne: skip Fig. 5")] = True,
+    samples: Annotated[int, typer.Option(help="evaluation images for the figures")] = 1000,
+    examples: Annotated[int, typer.Option(help="inputs shown in Fig. 1")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the image subset and of t-SNE")] = 0,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+) -> None:
+    """KL to the normal teacher, output statistics, Fig. 1, 2 and 5 for trained runs."""
+    from undistill.engine import select_device
+    from undistill.report import ReportError, write_analysis
+
+    if samples < 2 or examples < 1:
+        fail("--samples must be >= 2 and --examples >= 1")
+    try:
+        doc = write_analysis(runs, reference, out_dir, runs_dir, data_root, select_device(device),
+                             samples, examples, seed, ensemble, tsne)
+    except (ReportError, ConfigError, DatasetError, CheckpointError) as e:
+        fail(str(e))
+    table = Table(title=f"KL to {doc['reference']['name']} on the {doc['split']} split")
+    for col in ("model", "accuracy (%)", "KL T=1", "peaks > 0.1", "entropy"):
+        table.add_column(col)
+    for r in doc["kl"]:
+        table.add_row(r["model"], f"{r['accuracy']:.2f}", f"{r['kl_t1']:.4f}", f"{r['peaks']:.2f}",
+                      f"{r['entropy']:.3f}")
+    out.print(table)
+    out.print(f"written: {out_dir}/analysis.json, " + ", ".join(doc["figures"].values()),
+              markup=False)
+
+
+@app.command()
+def search(
+    teachers: Annotated[list[Path], typer.Argument(help="teacher run directories (several: "
+                                                   "ensembled, e.g. an SCM sequence)")],
+    arch: Annotated[str, typer.Option(help="student architecture")] = "cnn",
+    method: Annotated[str, typer.Option(help="htc, scm, skeptical+htc or skeptical+scm")] = "htc",
+    grid: Annotated[str, typer.Option(help="paper (m x tau x alpha = 144 runs) or small (8)")
+                    ] = "paper",
+    sampler: Annotated[str, typer.Option(help="grid (optuna GridSampler) or tpe (TPESampler)")
+                       ] = "grid",
+    trials: Annotated[int | None, typer.Option(help="trial budget (default: the whole grid; "
+                                               "required for tpe)")] = None,
+    val_fraction: Annotated[float, typer.Option(help="validation share carved from the "
+                                                "training set")] = 0.1,
+    val_seed: int = 0,
+    width: Annotated[float, typer.Option(help="student width")] = 1.0,
+    epochs: Annotated[int | None, typer.Option(help="student epochs (default: the preset's)")
+                      ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="fixed method parameter "
+                                                    "KEY=VALUE (e.g. kd_delay=1)")] = None,
+    final: Annotated[bool, typer.Option(help="train the chosen values on the full training set "
+                                        "and evaluate on test")] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="where search.json goes "
+                                                 "(default: results/search-METHOD-ARCH)")] = None,
+    seed: int = 0,
+    study_seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+) -> None:
+    """Search HTC/SCM's (m, tau, alpha) on a validation split, never on the test set."""
+    import yaml
+
+    from undistill.engine import TrainingDiverged
+    from undistill.search import SearchError, run_search
+
+    tcfgs = [_teacher_run(t) for t in teachers]
+    fixed: dict[str, Any] = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            fail(f"--param {item!r} is not of the form KEY=VALUE")
+        fixed[key] = yaml.safe_load(raw)
+    optim = None
+    if epochs is not None:
+        from undistill.presets import optim_preset
+
+        o = optim_preset(tcfgs[0].data.name, arch)
+        optim = {"epochs": epochs, "milestones": [m for m in o["milestones"] if m < epochs]}
+    out_dir = out_dir or Path("results") / f"search-{method}-{arch}"
+    try:
+        doc = run_search(tcfgs, arch, method,
+                         runtime_from(teachers[0].parent, data_root, device, progress=progress),
+                         grid=grid, sampler=sampler, trials=trials, val_fraction=val_fraction,
+                         val_seed=val_seed, width=width, seed=seed, study_seed=study_seed,
+                         fixed=fixed, optim=optim, final=final, out_dir=out_dir)
+    except (SearchError, ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
+        fail(str(e))
+    b = doc["best"]
+    out.print(f"{len(doc['trials'])} trials; best on val: {b['val_acc']:.2f}% with "
+              f"{b['params']} (run {b['run_id']})", markup=False)
+    if doc["final"]:
+        fin = doc["final"]
+        out.print(f"final run {fin['run_id']} on the full training set: {fin['best_acc']:.2f}% "
+                  f"best, {fin['last_acc']:.2f}% last on {fin['eval_split']}", markup=False)
+    out.print(f"written: {out_dir}/search.json", markup=False)
+
+
 def main() -> None:
     try:
         app()

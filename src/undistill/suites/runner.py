@@ -132,7 +132,8 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
            "ablations": ablation_series(suite, records),
            "dataset": suite.dataset, "records": records, "kl": kl, "teachers": teachers,
-           "notes": suite.notes, "wall_time_s": time.perf_counter() - t0,
+           "notes": suite.notes, "spec": suite.model_dump(mode="json"),
+           "wall_time_s": time.perf_counter() - t0,
            "train_time_s": sum(results[r].wall_time_s for r in results)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", doc)
