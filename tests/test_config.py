@@ -82,3 +82,15 @@ def test_yaml_file_and_overrides(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="field.path=value"):
         load_config(f, ["no-equals-sign"])
+
+
+def test_identity_ignores_fields_at_their_default() -> None:
+    base = teacher_config("digits", "cnn")
+    a = parse_config(base)
+    explicit = parse_config({**base, "data": {"name": "digits", "resize": None, "fraction": 1.0},
+                             "stop_at_acc": None})
+    assert a.run_id == explicit.run_id
+    assert "resize" not in a.identity()["data"]
+    assert parse_config({**base, "data": {"name": "digits", "resize": 6}}).run_id != a.run_id
+    kd = parse_config({**base, "teachers": [base], "method": {"name": "kd"}})
+    assert kd.identity()["method"]["params"] == {"alpha": 0.9, "temperature": 4.0}

@@ -138,8 +138,17 @@ class RunConfig(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide what is learned (``name`` excluded), teachers by their run id."""
-        d = self.model_dump(mode="json", exclude={"name", "teachers"})
+        """The fields that decide what is learned, teachers by their run id.
+
+        ``name`` is left out, and so is every field at its default value: a field added to the
+        config in a later version (with a default that keeps the old behaviour) leaves the ids of
+        existing runs unchanged. Changing a default value is therefore a breaking change.
+        Method parameters are stored with their defaults filled in, so they always count.
+        """
+        d = self.model_dump(mode="json", exclude={"name", "teachers"}, exclude_defaults=True)
+        d["data"]["name"] = self.data.name
+        d["model"]["arch"] = self.model.arch
+        d["method"] = {"name": self.method.name, "params": self.method.params}
         d["teachers"] = [t.run_id for t in self.teachers]
         return d
 
