@@ -208,8 +208,10 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                             elif ab.param == "sequence_arch":
                                 seq_optim = _optim(suite.dataset, x, sc,
                                                    g.spec.nasty.epochs or g.spec.epochs, {})
+                                width = None if ab.sequence_width is None else (
+                                    ab.sequence_width * sc.width)
                                 teachers = recipes.scm_sequence(g.nasty, len(g.sequence), arch=x,
-                                                                optim=seq_optim)
+                                                                width=width, optim=seq_optim)
                             elif ab.param in ("fraction", "labels"):
                                 data = {ab.param: x}
                             else:

@@ -77,6 +77,8 @@ class AblationSpec(_Strict):
     x_label: str = ""
     students: list[str] | None = None
     teachers: list[str] | None = None
+    sequence_width: float | None = Field(None, gt=0.0, description="width of S^2..S^k for "
+                                         "sequence_arch (default: the teacher's)")
 
 
 class SuiteSpec(_Strict):
