@@ -7,6 +7,8 @@ teacher is held outside the module's parameters and state, so checkpoints carry 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from typing import ClassVar
 
 import torch
@@ -23,19 +25,45 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _signature(model: nn.Module) -> tuple[object, ...]:
+    """What must agree for models to be evaluated as one stacked (vmapped) module."""
+    return (type(model),
+            tuple((n, p.shape, p.dtype, p.device) for n, p in model.named_parameters()),
+            tuple((n, b.shape, b.dtype, b.device) for n, b in model.named_buffers()),
+            tuple((n, type(m)) for n, m in model.named_modules()))
+
+
 class Teacher:
     """One frozen model, or several whose logits are averaged (the ensemble of Eq. 10).
 
     Always in eval mode and evaluated without autograd state; never trained, never saved.
+
+    Fast paths (see ``docs/performance.md``):
+
+    * ``inference_mode``: members run under :func:`torch.inference_mode` instead of
+      :func:`torch.no_grad` (no version counters, no view tracking). The result is cloned once
+      outside inference mode, so losses may save it for backward like any constant tensor.
+    * ``vmap``: when every member has the same architecture and shapes, their weights are stacked
+      once (:func:`torch.func.stack_module_state`) and all members run as one batched call
+      (:func:`torch.func.functional_call` under :func:`torch.vmap`; BatchNorm in eval mode reads
+      its running statistics, which vmap handles). ``None`` (the default) uses it on CUDA only;
+      ``True``/``False`` force it on/off. Mixed architectures always take the loop. The stacked
+      copy is taken on first use and dropped by :meth:`to`; members are frozen, so it never goes
+      stale unless someone edits a member's weights in place (then call :meth:`to` again).
     """
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], *, vmap: bool | None = None,
+                 inference_mode: bool = False) -> None:
         if not models:
             raise ValueError("a teacher needs at least one model")
         self.models = models
         for m in models:
             m.eval()
             m.requires_grad_(False)
+        self.vmap = vmap
+        self.inference_mode = inference_mode
+        self._stacked: tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+        self._stackable: bool | None = None
 
     def __len__(self) -> int:
         return len(self.models)
@@ -46,19 +74,60 @@ class Teacher:
             m.to(device)
             if memory_format is not None:
                 m.to(memory_format=memory_format)
+        self._stacked, self._stackable = None, None
         return self
 
-    @torch.no_grad()
+    @property
+    def stackable(self) -> bool:
+        """Whether the members can run as one vmapped module (same architecture and shapes)."""
+        if self._stackable is None:
+            first = _signature(self.models[0])
+            self._stackable = len(self.models) > 1 and all(_signature(m) == first
+                                                           for m in self.models[1:])
+        return self._stackable
+
+    def uses_vmap(self, device: torch.device | str) -> bool:
+        """Whether :meth:`all_logits` takes the vmapped path for inputs on ``device``."""
+        want = torch.device(device).type == "cuda" if self.vmap is None else self.vmap
+        return bool(want) and self.stackable
+
+    def _grad_off(self) -> contextlib.AbstractContextManager[object]:
+        return torch.inference_mode() if self.inference_mode else torch.no_grad()
+
+    def _vmapped(self, x: torch.Tensor) -> torch.Tensor:
+        if self._stacked is None:
+            params, buffers = torch.func.stack_module_state(self.models)
+            base = copy.deepcopy(self.models[0]).to("meta")  # structure only, no storage
+            self._stacked = (base, params, buffers)
+        base, params, buffers = self._stacked
+
+        def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inp: torch.Tensor
+                   ) -> torch.Tensor:
+            return torch.func.functional_call(base, (p, b), (inp,))
+
+        return torch.vmap(member, in_dims=(0, 0, None))(params, buffers, x)
+
+    def _run(self, x: torch.Tensor, ensemble: bool) -> torch.Tensor:
+        with self._grad_off():
+            if len(self.models) == 1:
+                out = self.models[0](x)
+                out = out.unsqueeze(0) if not ensemble else out
+            elif self.uses_vmap(x.device):
+                out = self._vmapped(x)
+                out = out.mean(0) if ensemble else out
+            else:
+                out = torch.stack([m(x) for m in self.models])
+                out = out.mean(0) if ensemble else out
+        # an inference tensor cannot be saved for backward: hand out an ordinary one
+        return out.clone() if out.is_inference() else out
+
     def all_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of every member, stacked: [k, N, C]."""
-        return torch.stack([m(x) for m in self.models])
+        return self._run(x, ensemble=False)
 
-    @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The ensemble's logits (mean over members); a single model's own logits."""
-        if len(self.models) == 1:
-            return self.models[0](x)
-        return self.all_logits(x).mean(0)
+        return self._run(x, ensemble=True)
 
 
 class Method(nn.Module):
