@@ -162,3 +162,17 @@ def test_interrupted_suite_continues_where_it_stopped(tiny, tmp_path: Path) -> N
     resumed = reproduce(tiny, rt, tmp_path / "out")
     strip = [{k: v for k, v in r.items()} for r in resumed["records"]]
     assert strip == ref["records"]
+
+
+def test_student_params_override_suite_params(tmp_path: Path) -> None:
+    d = dict(TINY, params={"htc": {"multiplier": 5.0}},
+             students=[{"arch": "cnn", "width": 0.5, "epochs": 1,
+                        "params": {"htc": {"temperature": 20.0}}},
+                       {"arch": "cnn", "width": 0.25, "epochs": 1}])
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    plan = build_plan(load_suite(f))
+    htc = {c.run.model.width: c.run.method.params for c in plan.cells
+           if c.column == "htc" and c.ablation is None}
+    assert htc[0.5]["temperature"] == 20.0 and htc[0.5]["multiplier"] == 5.0
+    assert htc[0.25]["temperature"] == 50.0 and htc[0.25]["multiplier"] == 5.0

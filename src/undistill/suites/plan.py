@@ -123,8 +123,11 @@ def _student(suite: SuiteSpec, spec: StudentSpec, scale: ScaleSpec, method: str,
              teachers: list[RunConfig], seed: int, group: str,
              params_over: dict[str, Any] | None = None,
              data_over: dict[str, Any] | None = None) -> RunConfig:
-    params = dict(suite.params.get("kd", {})) if method == "kd" else {}
-    params.update(suite.params.get(method, {}))
+    params: dict[str, Any] = {}
+    for source in (suite.params, spec.params):
+        if method == "kd":
+            params.update(source.get("kd", {}))
+        params.update(source.get(method, {}))
     params.update(params_over or {})
     return recipes.student(
         teachers, spec.arch, method, params, width=spec.width * scale.width,

@@ -41,6 +41,16 @@ class StudentSpec(_Strict):
     width: float = Field(1.0, gt=0.0)
     epochs: int | None = Field(None, ge=1)
     optim: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="method "
+                                              "parameters for this student, over the suite's")
+
+    @field_validator("params")
+    @classmethod
+    def _param_groups(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        bad = sorted(set(v) - set(PARAM_GROUPS))
+        if bad:
+            raise ValueError(f"unknown method group(s) {bad}; known: {list(PARAM_GROUPS)}")
+        return v
 
 
 class ScaleSpec(_Strict):
