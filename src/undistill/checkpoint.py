@@ -98,27 +98,35 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state into tensors (for safetensors) and JSON-able rest."""
+def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str = "optim."
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state into tensors (for safetensors) and JSON-able rest.
+
+    Tensors are named ``{prefix}{param index}.{state name}``; the engine's main optimizer uses
+    ``optim.``, a method's extra optimizer ``optim.<name>.`` (names are never all digits, so the
+    two never collide).
+    """
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{k}"] = v
+                tensors[f"{prefix}{idx}.{k}"] = v
             else:
                 scalars.setdefault(str(idx), {})[k] = v
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                        rest: dict[str, Any]) -> None:
+                        rest: dict[str, Any], prefix: str = "optim.") -> None:
+    """Restore what :func:`optimizer_to_flat` split; reads only ``{prefix}<digits>.<name>`` keys."""
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
+        if key.startswith(prefix):
+            idx, sep, name = key[len(prefix):].partition(".")
+            if sep and idx.isdigit():  # e.g. "optim.generator.0.exp_avg" is not the main one's
+                state.setdefault(int(idx), {})[name] = v
     for idx, sc in rest.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(sc)
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})

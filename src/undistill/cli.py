@@ -249,7 +249,8 @@ def steal(
                                                    "ensembled, e.g. an SCM sequence)")],
     arch: Annotated[str, typer.Option(help="student architecture")] = "cnn",
     method: Annotated[str, typer.Option(help="vanilla, kd, htc, scm, skeptical, skeptical+htc, "
-                                        "skeptical+scm")] = "kd",
+                                        "skeptical+scm; data-free (no data at all, Table 4): "
+                                        "dafl-kd, dafl-htc")] = "kd",
     width: Annotated[float, typer.Option(help="student width")] = 1.0,
     fraction: Annotated[float, typer.Option(help="limited data: share of the training set")] = 1.0,
     labels: Annotated[bool, typer.Option(help="--no-labels: the student never sees labels")] = True,
@@ -260,13 +261,17 @@ def steal(
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
 ) -> None:
     """Train a stealing student from one teacher or an ensemble (every method of Table 1)."""
-    from undistill.recipes import student, with_overrides
+    from undistill.recipes import DATA_FREE, data_free_student, student, with_overrides
 
     tcfgs = [_teacher_run(t) for t in teachers]
     try:
-        cfg = student([] if method == "vanilla" else tcfgs, arch, method, width=width,
-                      dataset=tcfgs[0].data.name, data={"fraction": fraction, "labels": labels},
-                      seed=seed)
+        if method in DATA_FREE:  # generated images only: --fraction/--no-labels do not apply
+            cfg = data_free_student(tcfgs, arch, method, width=width, seed=seed,
+                                    data_root=data_root)
+        else:
+            cfg = student([] if method == "vanilla" else tcfgs, arch, method, width=width,
+                          dataset=tcfgs[0].data.name, data={"fraction": fraction, "labels": labels},
+                          seed=seed)
         cfg = with_overrides(cfg, sets)
     except (ConfigError, ValueError) as e:
         fail(str(e))

@@ -6,6 +6,13 @@ generator reseeded at each epoch start), and the checkpoint written after each e
 method's weights and buffers and the optimizer state. A run killed at any moment restarts from the
 last completed epoch and reaches the same weights and metrics as an uninterrupted run.
 
+A method may own parameters trained by optimizers of its own (:meth:`Method.extra_optimizers`,
+e.g. the DAFL generator's Adam): the run's optimizer then gets the remaining trainable
+parameters, every step zeroes all optimizers, backpropagates the summed losses once and steps
+them all, and each extra optimizer's state is checkpointed next to the main one's (tensors
+``optim.<name>.*``, JSON under ``optim_extra``). Methods without extra optimizers write exactly
+the checkpoints they always did.
+
 Several processes (``torchrun --nproc_per_node N -m undistill train ...``, i.e. ``WORLD_SIZE > 1``
 in the environment) train one run together with DistributedDataParallel: every rank holds the
 whole training set on its device and draws the same global batches (the loader is a function of
@@ -29,6 +36,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +125,49 @@ def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.
                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
 
 
+@dataclass
+class ExtraOptimizer:
+    """A method's own optimizer (see :meth:`Method.extra_optimizers`) and how its LR is set."""
+
+    optimizer: torch.optim.Optimizer
+    follows_schedule: bool
+    base_lrs: list[float]  # each param group's learning rate as built
+
+    def set_lr(self, factor: float) -> None:
+        """Scale the initial learning rates by the schedule's factor (when it follows it)."""
+        if self.follows_schedule:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * factor
+
+
+def make_optimizers(cfg: OptimConfig, method: Method
+                    ) -> tuple[torch.optim.Optimizer, dict[str, ExtraOptimizer]]:
+    """The run's optimizer over the method's trainable parameters that no extra optimizer claims,
+    and the method's extra optimizers (each parameter in at most one optimizer)."""
+    owned = {id(p) for p in method.parameters()}
+    claimed: set[int] = set()
+    extras: dict[str, ExtraOptimizer] = {}
+    for name, (opt, follows) in method.extra_optimizers(cfg).items():
+        if not name.isidentifier():
+            raise ValueError(f"{type(method).__name__}: extra optimizer name {name!r} must be an "
+                             f"identifier (it names checkpoint entries optim.<name>.*)")
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if id(p) not in owned:
+                    raise ValueError(f"{type(method).__name__}: extra optimizer {name!r} holds a "
+                                     f"parameter that is not the method's (it would not be saved)")
+                if id(p) in claimed:
+                    raise ValueError(f"{type(method).__name__}: a parameter is in two extra "
+                                     f"optimizers")
+                claimed.add(id(p))
+        extras[name] = ExtraOptimizer(opt, bool(follows), [g["lr"] for g in opt.param_groups])
+    main = [p for p in method.parameters() if p.requires_grad and id(p) not in claimed]
+    if not main:
+        raise ValueError(f"{type(method).__name__}: no trainable parameter is left for the run's "
+                         f"optimizer")
+    return make_optimizer(cfg, main), extras
+
+
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -131,22 +182,27 @@ def runtime_formats(runtime: Runtime, device: torch.device) -> tuple[bool, bool]
     return bf16, channels_last
 
 
-def train_step(step_fn: Any, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               *, device: torch.device, bf16: bool, labels: bool = True, loss_scale: float = 1.0
+def train_step(step_fn: Any, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+               x: torch.Tensor, y: torch.Tensor, *, device: torch.device, bf16: bool,
+               labels: bool = True, loss_scale: float = 1.0
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """One optimisation step: forward (under bf16 autocast if asked), summed losses, backward, step.
 
     ``step_fn(images, labels_or_None)`` returns ``(logits, {name: loss})`` (a method's
     ``forward_train``, or a DDP adapter around it). ``loss_scale`` multiplies the loss before
     backward only (a rank's share of a global batch); the returned loss is unscaled. Returns
-    ``(logits, losses, loss)``; nothing here waits for the device.
+    ``(logits, losses, loss)``; nothing here waits for the device. ``optimizer`` may be several
+    (the run's and a method's extra ones): all are zeroed, one backward, all are stepped.
     """
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
     with _autocast(device, bf16):
         logits, losses = step_fn(x, y if labels else None)
         loss = torch.stack([v.float() for v in losses.values()]).sum()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     (loss if loss_scale == 1.0 else loss * loss_scale).backward()
-    optimizer.step()
+    for opt in optimizers:
+        opt.step()
     return logits, losses, loss
 
 
@@ -324,7 +380,8 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
         if method.teacher is not None:
             method.teacher.to(device, memory_format=fmt)
     ds = views.dataset
-    optimizer = make_optimizer(cfg.optim, [p for p in method.parameters() if p.requires_grad])
+    optimizer, extras = make_optimizers(cfg.optim, method)
+    optimizers = [optimizer, *(e.optimizer for e in extras.values())]
     if ddp.enabled:
         _check_shardable(int(views.train_labels.numel()), cfg.optim.batch_size, ddp.world)
     train_loader = DeviceLoader(
@@ -345,7 +402,12 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
             raise CheckpointError(f"{out / LAST} belongs to run {meta.get('run_id')}, "
                                   f"not {cfg.run_id}")
         method.load_state_dict(unprefixed(tensors, "method."))
-        optimizer_from_flat(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optim"])
+        on_device = {k: v.to(device) for k, v in tensors.items()}
+        optimizer_from_flat(optimizer, on_device, meta["optim"])
+        for name, extra in extras.items():
+            if name not in meta.get("optim_extra", {}):
+                raise CheckpointError(f"{out / LAST} has no state for the method's optimizer {name!r}")
+            optimizer_from_flat(extra.optimizer, on_device, meta["optim_extra"][name], f"optim.{name}.")
         start, best_acc, best_epoch = meta["epoch"] + 1, meta["best_acc"], meta["best_epoch"]
         history = _read_metrics(out / METRICS, meta["epoch"])
         reporter.message(f"resuming {cfg.run_id} after epoch {meta['epoch'] + 1}")
@@ -381,12 +443,14 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
                 lr = learning_rate(cfg.optim, epoch, step, steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                for extra in extras.values():
+                    extra.set_lr(lr / cfg.optim.lr)
                 x, y, scale = xb, yb, 1.0
                 if ddp.enabled:  # this rank's contiguous shard of the global batch
                     b_lo, b_hi = ddp.shard(yb.shape[0])
                     x, y = xb[b_lo:b_hi], yb[b_lo:b_hi]
                     scale = (b_hi - b_lo) * ddp.world / yb.shape[0]
-                logits, losses, loss = train_step(step_fn, optimizer, x, y, device=device, bf16=bf16,
+                logits, losses, loss = train_step(step_fn, optimizers, x, y, device=device, bf16=bf16,
                                                   labels=cfg.data.labels, loss_scale=scale)
                 n = y.numel()
                 seen += n
@@ -439,9 +503,15 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 opt_tensors, opt_rest = optimizer_to_flat(optimizer)
-                save_checkpoint(out / LAST, {**state, **opt_tensors},
-                                {"run_id": cfg.run_id, "epoch": epoch, "best_acc": best_acc,
-                                 "best_epoch": best_epoch, "optim": opt_rest, "metrics": record})
+                last_meta = {"run_id": cfg.run_id, "epoch": epoch, "best_acc": best_acc,
+                             "best_epoch": best_epoch, "optim": opt_rest, "metrics": record}
+                if extras:
+                    last_meta["optim_extra"] = {}
+                    for name, extra in extras.items():
+                        t, rest = optimizer_to_flat(extra.optimizer, f"optim.{name}.")
+                        opt_tensors.update(t)
+                        last_meta["optim_extra"][name] = rest
+                save_checkpoint(out / LAST, {**state, **opt_tensors}, last_meta)
             reporter.epoch(record, epochs)
             if cfg.stop_at_acc is not None and acc >= cfg.stop_at_acc:
                 status = "stopped_at_acc"

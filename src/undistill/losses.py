@@ -11,7 +11,8 @@ Conventions used throughout (see ``docs/losses.md`` for the reasons):
   finite logits). Note the argument order of :func:`kl_divergence` is (target, input), the
   opposite of ``torch.nn.functional.kl_div``.
 * Frozen models (teachers, adversaries, ensembles) are detached inside the loss: no gradient ever
-  reaches them through these functions.
+  reaches them through these functions. The exception is the DAFL generator's loss, whose
+  gradient must flow through the (frozen-weight) teacher's outputs into the generated images.
 * ``labels=None`` is the no-label setting: every cross-entropy-on-labels term drops out and the
   remaining terms keep their weights (nothing is renormalised). :func:`nasty_loss` is the only
   exception: a nasty teacher needs labels, so it raises ``ValueError``.
@@ -44,6 +45,10 @@ __all__ = [
     "skeptical_loss",
     "SKEPTICAL_SD_WEIGHT",
     "SKEPTICAL_L3_CE_WEIGHT",
+    "dafl_one_hot_loss",
+    "dafl_activation_loss",
+    "dafl_information_entropy_loss",
+    "dafl_generator_loss",
 ]
 
 #: Weight of KL(final head || layer-3 head) in the Skeptical student's self-distillation
@@ -450,3 +455,81 @@ def skeptical_loss(
     return teach + skeptical_self_distillation_loss(
         heads[0], heads[1], labels, t_sd, detach_final=detach_final
     )
+
+
+# --------------------------------------------------------------------------------------------
+# DAFL generator (Chen et al., ICCV 2019), the data-free setting of Table 4
+# --------------------------------------------------------------------------------------------
+
+#: Logarithms the information-entropy term can use: ``DAFL_train.py`` of huawei-noah/DAFL calls
+#: ``torch.log10`` (as protocol.md writes it); ``"ln"`` is the natural log of the DAFL paper's
+#: entropy. The two differ by the constant factor ``ln 10``: ``ie`` with log10 equals ``ie / ln 10``
+#: with ln.
+DAFL_ENTROPY_LOGS = {"log10": math.log(10.0), "ln": 1.0}
+
+
+def dafl_one_hot_loss(teacher_logits: Tensor) -> Tensor:
+    """DAFL's one-hot loss ``L_oh = CE(z_T, argmax z_T)``, mean over the batch.
+
+    ``z_T = T(G(z))`` are the teacher's logits on generated images; the pseudo-labels are the
+    teacher's own predictions (no gradient through the argmax). The gradient flows through the
+    logits to the generator: minimising it makes the teacher confident on generated images.
+    """
+    _check_logits("teacher_logits", teacher_logits)
+    return F.cross_entropy(teacher_logits, teacher_logits.detach().argmax(dim=1))
+
+
+def dafl_activation_loss(teacher_features: Tensor) -> Tensor:
+    """DAFL's activation loss ``L_a = -mean(|f_T|)``: the mean over every entry (batch and feature).
+
+    ``f_T`` are the teacher's penultimate features on generated images (the classifier's input,
+    ``ModelOutput.features``), ``[N, D]`` or any shape with the batch first. Minimising it makes
+    the features large in absolute value (``loss_activation = -features_T.abs().mean()`` in
+    ``DAFL_train.py``). Gradient flows through the features.
+    """
+    if not isinstance(teacher_features, Tensor) or not teacher_features.is_floating_point():
+        raise ValueError("teacher_features must be a floating-point torch.Tensor")
+    if teacher_features.dim() < 2 or teacher_features.numel() == 0:
+        raise ValueError(f"teacher_features must have shape [N, D, ...] with N, D >= 1, got "
+                         f"{tuple(teacher_features.shape)}")
+    return -teacher_features.abs().mean()
+
+
+def dafl_information_entropy_loss(teacher_logits: Tensor, log: str = "log10") -> Tensor:
+    """DAFL's information-entropy loss ``L_ie = sum_c p_bar_c log p_bar_c = -H(p_bar)``.
+
+    ``p_bar = (1/N) sum_n softmax(z_T,n)`` is the batch-mean of the teacher's class distribution
+    on generated images; minimising ``L_ie`` (maximising the entropy of ``p_bar``) balances the
+    classes the generator produces. Its minimum, at a uniform ``p_bar``, is ``-log C``.
+
+    ``log``: ``"log10"`` (default), as ``DAFL_train.py`` computes it (``torch.log10``) and as
+    protocol.md writes it; ``"ln"``: the natural log (equivalently, ``ie`` scaled by ``ln 10``).
+    ``log p_bar`` is computed as ``logsumexp_n log_softmax(z_T,n) - log N`` (finite for any finite
+    logits; a class whose ``p_bar`` underflows to 0 contributes exactly 0).
+    """
+    _check_logits("teacher_logits", teacher_logits)
+    if log not in DAFL_ENTROPY_LOGS:
+        raise ValueError(f"log must be one of {sorted(DAFL_ENTROPY_LOGS)}, got {log!r}")
+    n = teacher_logits.shape[0]
+    log_p_bar = torch.logsumexp(F.log_softmax(teacher_logits, dim=1), dim=0) - math.log(n)
+    return (log_p_bar.exp() * log_p_bar).sum() / DAFL_ENTROPY_LOGS[log]
+
+
+def dafl_generator_loss(teacher_logits: Tensor, teacher_features: Tensor, oh: float, a: float,
+                        ie: float, log: str = "log10") -> Tensor:
+    """The DAFL generator's objective: ``L_G = oh * L_oh + a * L_a + ie * L_ie``.
+
+    i.e. ``oh * CE(z_T, argmax z_T) - a * mean|f_T| + ie * sum_c p_bar_c log p_bar_c`` with the
+    terms of :func:`dafl_one_hot_loss`, :func:`dafl_activation_loss` and
+    :func:`dafl_information_entropy_loss` (``log`` as there). DAFL's CIFAR-10 weights: oh 0.05,
+    a 0.01, ie 5; CIFAR-100: oh 0.5, a 0.1, ie 20. The teacher is frozen but *not* detached here:
+    the gradient flows through the teacher's logits and features into the generated images.
+    """
+    _check_logits("teacher_logits", teacher_logits)
+    if teacher_features.shape[0] != teacher_logits.shape[0]:
+        raise ValueError(f"teacher_features must have {teacher_logits.shape[0]} rows (one per "
+                         f"logit row), got {tuple(teacher_features.shape)}")
+    for value, name in ((oh, "oh"), (a, "a"), (ie, "ie")):
+        _check_nonnegative(value, name)
+    return (oh * dafl_one_hot_loss(teacher_logits) + a * dafl_activation_loss(teacher_features)
+            + ie * dafl_information_entropy_loss(teacher_logits, log))

@@ -58,3 +58,16 @@ NASTY_DEFAULTS: dict[str, tuple[float, float]] = {
 def kd_defaults(dataset: str, arch: str) -> dict[str, float]:
     """(alpha, T) of Eq. 2 as the protocol sets them: (0.9, 4) for the CNN, (0.9, 20) otherwise."""
     return {"alpha": 0.9, "temperature": 4.0 if arch == "cnn" else 20.0}
+
+
+#: DAFL generator-loss weights (oh, a, ie) per dataset (protocol.md / the DAFL code's README):
+#: CIFAR-10 0.05/0.01/5, CIFAR-100 0.5/0.1/20. Other datasets take CIFAR-10's.
+DAFL_WEIGHTS: dict[str, dict[str, float]] = {
+    "cifar10": {"oh": 0.05, "a": 0.01, "ie": 5.0},
+    "cifar100": {"oh": 0.5, "a": 0.1, "ie": 20.0},
+}
+
+
+def dafl_defaults(dataset: str) -> dict[str, float]:
+    """The DAFL generator's loss weights for a dataset (CIFAR-10's where the paper has none)."""
+    return dict(DAFL_WEIGHTS.get(dataset, DAFL_WEIGHTS["cifar10"]))

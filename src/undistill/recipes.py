@@ -7,13 +7,16 @@ from :mod:`undistill.presets`; everything can be overridden.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from undistill.config import RunConfig, apply_overrides, parse_config
-from undistill.presets import NASTY_DEFAULTS, kd_defaults, optim_preset, teacher_config
+from undistill.presets import NASTY_DEFAULTS, dafl_defaults, kd_defaults, optim_preset, teacher_config
 
 #: Methods whose (alpha, T) default to the protocol's KD values for the student architecture.
 KD_STYLE = ("kd", "skeptical")
+#: The data-free methods (Table 4): build them with :func:`data_free_student`.
+DATA_FREE = ("dafl-kd", "dafl-htc")
 
 
 def with_overrides(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
@@ -91,10 +94,19 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
             params: dict[str, Any] | None = None, width: float = 1.0, dataset: str | None = None,
             optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
             seed: int = 0, name: str = "") -> RunConfig:
-    """A stealing student; ``method`` is a registered method name (vanilla takes no teacher)."""
+    """A stealing student; ``method`` is a registered method name (vanilla takes no teacher).
+
+    The data-free methods (:data:`DATA_FREE`) go to :func:`data_free_student` (``dataset`` must
+    then be the teachers')."""
     if isinstance(teachers, RunConfig):
         teachers = [teachers]
     teachers = list(teachers or [])
+    if method in DATA_FREE:
+        if dataset is not None and teachers and dataset != teachers[0].data.name:
+            raise ValueError(f"a data-free student uses its teachers' dataset "
+                             f"{teachers[0].data.name!r}, not {dataset!r}")
+        return data_free_student(teachers, arch, method, params, width=width, optim=optim,
+                                 data=data, seed=seed, name=name)
     if dataset is None:
         if not teachers:
             raise ValueError("give a dataset or a teacher")
@@ -106,6 +118,50 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
         "model": {"arch": arch, "width": width},
         "optim": _merge(optim_preset(dataset, arch), optim),
         "method": {"name": method, "params": {**base_params, **(params or {})}},
+        "teachers": teachers,
+        "seed": seed,
+        "name": name or f"{method} {arch}",
+    }
+    return parse_config(d)
+
+
+def data_free_student(teachers: list[RunConfig] | RunConfig, arch: str, method: str = "dafl-kd",
+                      params: dict[str, Any] | None = None, width: float = 1.0,
+                      optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                      seed: int = 0, data_root: Path | None = None, name: str = "") -> RunConfig:
+    """A data-free stealing student (Table 4): a DAFL generator against the teacher(s), the
+    student learning by KD (``dafl-kd``) or HTC (``dafl-htc``) on generated images only.
+
+    The generator's ``image_size`` and ``channels`` are the teachers' dataset's (after
+    ``data.resize``; the dataset is read once for its shape unless both are given in
+    ``params``); its loss weights are DAFL's for the dataset (:func:`presets.dafl_defaults`).
+    ``data.labels`` and ``data.augment`` are off (the real batches are never read; their count
+    still sets the epoch length: ``ceil(train size / batch size)`` steps, see docs/methods.md).
+    The student's optimiser defaults to the protocol's for its architecture; DAFL's own schedule
+    (2000 epochs of 120 iterations of 1024 images) is not the default: pass ``optim``.
+    """
+    from undistill.runs import get_dataset
+
+    if method not in DATA_FREE:
+        raise ValueError(f"method must be one of {', '.join(DATA_FREE)}, got {method!r}")
+    if isinstance(teachers, RunConfig):
+        teachers = [teachers]
+    teachers = list(teachers)
+    if not teachers:
+        raise ValueError("a data-free student needs a teacher")
+    dataset = teachers[0].data.name
+    d_data = _merge(teachers[0].data.model_dump(), data)
+    d_data.update({"labels": False, "augment": False})
+    p = {**dafl_defaults(dataset), **(params or {})}
+    if "image_size" not in p or "channels" not in p:
+        ds = get_dataset(dataset, data_root, d_data.get("resize"))
+        p.setdefault("image_size", ds.image_size)
+        p.setdefault("channels", ds.channels)
+    d = {
+        "data": d_data,
+        "model": {"arch": arch, "width": width},
+        "optim": _merge(optim_preset(dataset, arch), optim),
+        "method": {"name": method, "params": p},
         "teachers": teachers,
         "seed": seed,
         "name": name or f"{method} {arch}",

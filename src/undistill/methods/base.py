@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +17,9 @@ from torch import nn
 
 from undistill.models import ZooModel
 from undistill.registry import Registry
+
+if TYPE_CHECKING:
+    from undistill.config import OptimConfig
 
 
 class Params(BaseModel):
@@ -36,7 +39,8 @@ def _signature(model: nn.Module) -> tuple[object, ...]:
 class Teacher:
     """One frozen model, or several whose logits are averaged (the ensemble of Eq. 10).
 
-    Always in eval mode and evaluated without autograd state; never trained, never saved.
+    Always in eval mode and evaluated without autograd state (except
+    :meth:`forward_features_grad`, for a gradient into the input); never trained, never saved.
 
     Fast paths (see ``docs/performance.md``):
 
@@ -129,6 +133,22 @@ class Teacher:
         """The ensemble's logits (mean over members); a single model's own logits."""
         return self._run(x, ensemble=True)
 
+    def forward_features_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and penultimate features *with autograd*, for a gradient into the input ``x``.
+
+        The members stay frozen (eval mode, ``requires_grad=False``, so no gradient reaches their
+        weights) but run outside ``no_grad``, so a loss on the outputs differentiates back into
+        ``x`` (the DAFL generator's images). Returns the ensemble's logits (mean over members,
+        ``[N, C]``) and the members' ``ModelOutput.features`` concatenated along the feature axis
+        (``[N, sum_k D_k]``; a single model's own features). Always the plain loop (no vmap,
+        no inference mode).
+        """
+        outs = [m.forward_features(x) for m in self.models]
+        if len(outs) == 1:
+            return outs[0].logits, outs[0].features
+        logits = torch.stack([o.logits for o in outs]).mean(0)
+        return logits, torch.cat([o.features.flatten(1) for o in outs], dim=1)
+
 
 class Method(nn.Module):
     """Base of every training method.
@@ -160,6 +180,23 @@ class Method(nn.Module):
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the student's logits (for training accuracy) and a dict of named losses."""
         raise NotImplementedError
+
+    def extra_optimizers(self, optim: OptimConfig
+                         ) -> dict[str, tuple[torch.optim.Optimizer, bool]]:
+        """Optimizers of the method's own, over parameters the engine's optimizer must leave alone.
+
+        ``{name: (optimizer, follows_schedule)}``; none by default. Called once by the engine,
+        after the method is on its device and before any checkpoint is loaded. The engine's main
+        optimizer (``optim``, the run's config) gets every other trainable parameter. Each step
+        zeroes every optimizer's gradients, backpropagates the summed losses once and steps every
+        optimizer; so a loss must reach only the parameters meant to learn from it (detach).
+        ``follows_schedule``: the optimizer's learning rates are its initial ones times the
+        schedule's factor (``learning_rate(...) / optim.lr``) at every step; otherwise they stay
+        as built. Every optimizer's state is checkpointed under ``optim.<name>.``, so resuming is
+        exact. Names are identifiers (not all digits). Used by the data-free methods
+        (``dafl.py``: the generator's Adam).
+        """
+        return {}
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Logits the run is evaluated on (the student's own head by default)."""

@@ -1,0 +1,145 @@
+"""Data-free stealing (Table 4): a DAFL generator trained against the teacher, the student
+learning by KD (``dafl-kd``, DAFL itself) or HTC (``dafl-htc``, "adding our method to it") on the
+generated images only.
+
+Each step (as ``DAFL_train.py`` of huawei-noah/DAFL does it): ``z ~ N(0, I)`` of the batch size,
+``g = G(z)``; the frozen teacher on ``g`` *with* autograd gives logits and penultimate features;
+the generator loss is :func:`~undistill.losses.dafl_generator_loss` (its gradient reaches only
+the generator: the teacher's weights are frozen); the student loss is computed on ``g.detach()``
+against the teacher's detached logits (its gradient reaches only the student). One backward of
+the sum therefore gives each part exactly the gradient of its own loss, and the engine steps the
+student's optimizer (the run's ``optim``) and the generator's Adam (:meth:`extra_optimizers`).
+
+The real batch the engine draws is never read: only its size (the number of images to
+generate) and its shape (checked against the generator's, to catch a wrong ``image_size`` or
+``channels``). Labels do not exist here: KD is the pure KL term and HTC loses its label term.
+``z`` comes from the global torch generator, which the engine reseeds at each epoch, so a
+resumed run draws the same latents. The training accuracy the engine logs compares the student's
+predictions on generated images with the labels of the unread real batch: meaningless (chance).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import Field, field_validator
+
+from undistill.losses import dafl_generator_loss, htc_loss, kd_loss
+from undistill.methods.base import METHODS, Method, Params, Teacher
+from undistill.models import ZooModel
+from undistill.models.generator import Generator
+
+if TYPE_CHECKING:
+    from undistill.config import OptimConfig
+
+
+class DAFLParams(Params):
+    """The generator's hyperparameters (DAFL's CIFAR-10 values by default)."""
+
+    image_size: int = Field(gt=0, description="side of the generated (= the dataset's) images; "
+                            "a multiple of 4 (recipes.data_free_student fills it)")
+    channels: int = Field(gt=0, description="channels of the generated images (the dataset's)")
+    latent_dim: int = Field(1000, ge=1, description="length of z (DAFL on CIFAR: 1000)")
+    generator_width: float = Field(1.0, gt=0.0, le=4.0, description="scales the generator's "
+                                   "128/64 hidden channels")
+    lr_g: float = Field(0.02, gt=0.0, description="Adam learning rate of the generator (constant)")
+    oh: float = Field(0.05, ge=0.0, description="weight of the one-hot loss")
+    a: float = Field(0.01, ge=0.0, description="weight of the activation loss")
+    ie: float = Field(5.0, ge=0.0, description="weight of the information-entropy loss")
+    ie_log: Literal["log10", "ln"] = Field("log10", description="log of the entropy term: log10 "
+                                           "as DAFL's code, or the natural log")
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_4(cls, v: int) -> int:
+        if v % 4:
+            raise ValueError(f"the DAFL generator makes images whose side is a multiple of 4, "
+                             f"got {v}")
+        return v
+
+
+class DAFLKDParams(DAFLParams):
+    temperature: float = Field(1.0, gt=0.0, description="T of the KL (DAFL: 1); the loss is "
+                               "T^2 * KL(softmax(z_t/T) || softmax(z_s/T))")
+
+
+class DAFLHTCParams(DAFLParams):
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="without labels, a plain factor")
+    temperature: float = Field(50.0, gt=0.0, description="tau")
+    multiplier: float = Field(50.0, ge=0.0, description="m")
+
+
+class DAFL(Method):
+    """Shared part of the data-free methods: the generator, its loss and its optimizer."""
+
+    Params: ClassVar[type[Params]] = DAFLParams
+    min_teachers, max_teachers = 1, None
+    needs_labels = False
+
+    def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
+        super().__init__(student, teacher, params)
+        p: DAFLParams = params  # type: ignore[assignment]
+        self.generator = Generator(p.latent_dim, p.image_size, p.channels, p.generator_width)
+
+    def extra_optimizers(self, optim: OptimConfig
+                         ) -> dict[str, tuple[torch.optim.Optimizer, bool]]:
+        p: DAFLParams = self.params  # type: ignore[assignment]
+        return {"generator": (torch.optim.Adam(self.generator.parameters(), lr=p.lr_g), False)}
+
+    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+                     ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def latents(self, n: int) -> torch.Tensor:
+        """``n`` standard-normal latent vectors from the global torch generator.
+
+        Under torchrun every rank's generator has the same seed: each rank draws one block per
+        rank and keeps its own, so the ranks do not generate the same images.
+        """
+        p: DAFLParams = self.params  # type: ignore[assignment]
+        device = self.generator.fc.weight.device
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return torch.randn(dist.get_world_size(), n, p.latent_dim, device=device)[dist.get_rank()]
+        return torch.randn(n, p.latent_dim, device=device)
+
+    def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.teacher is None:
+            raise RuntimeError(f"{type(self).__name__} needs a teacher")
+        p: DAFLParams = self.params  # type: ignore[assignment]
+        want = (p.channels, p.image_size, p.image_size)
+        if tuple(images.shape[1:]) != want:  # the shape only: the images themselves are unread
+            raise ValueError(f"{type(self).__name__}: params image_size/channels make images of "
+                             f"shape {want}, the dataset's are {tuple(images.shape[1:])}")
+        z = self.latents(images.shape[0])
+        g = self.generator(z)
+        t_logits, t_features = self.teacher.forward_features_grad(g)
+        gen_loss = dafl_generator_loss(t_logits, t_features, p.oh, p.a, p.ie, p.ie_log)
+        s_logits = self.student(g.detach())
+        return s_logits, {"generator": gen_loss,
+                          "student": self.student_loss(s_logits, t_logits.detach())}
+
+
+@METHODS.register("dafl-kd")
+class DAFLKD(DAFL):
+    description = "data-free: DAFL generator, student by KD at temperature T (Table 4)"
+    Params = DAFLKDParams
+
+    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+                     ) -> torch.Tensor:
+        p: DAFLKDParams = self.params  # type: ignore[assignment]
+        return kd_loss(student_logits, teacher_logits, None, 1.0, p.temperature)
+
+
+@METHODS.register("dafl-htc")
+class DAFLHTC(DAFL):
+    description = "data-free: DAFL generator, student by HTC without its label term (Table 4)"
+    Params = DAFLHTCParams
+
+    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+                     ) -> torch.Tensor:
+        p: DAFLHTCParams = self.params  # type: ignore[assignment]
+        return htc_loss(student_logits, teacher_logits, None, p.alpha, p.temperature, p.multiplier)
+
