@@ -176,3 +176,18 @@ def test_student_params_override_suite_params(tmp_path: Path) -> None:
            if c.column == "htc" and c.ablation is None}
     assert htc[0.5]["temperature"] == 20.0 and htc[0.5]["multiplier"] == 5.0
     assert htc[0.25]["temperature"] == 50.0 and htc[0.25]["multiplier"] == 5.0
+
+
+def test_data_free_ablation_plans_dafl_students(tmp_path: Path) -> None:
+    d = dict(TINY, ablations=[{"name": "no data", "columns": ["nasty-kd", "htc"],
+                               "param": "data_free", "values": [True]}])
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    cells = [c for c in build_plan(load_suite(f)).cells if c.ablation == "no data"]
+    assert sorted(c.method for c in cells) == ["dafl-htc", "dafl-kd"]
+    for c in cells:
+        assert c.run.data.labels is False and c.run.method.params["image_size"] == 8
+    d["ablations"][0]["columns"] = ["scm"]
+    f.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match="no data-free form"):
+        build_plan(load_suite(f))

@@ -185,7 +185,9 @@ def nasty_es_cells(plan: Plan, defence_acc: dict[str, float]) -> list[Cell]:
     return cells
 
 
-SPECIAL = ("k", "sequence_arch", "fraction", "labels")
+SPECIAL = ("k", "sequence_arch", "fraction", "labels", "data_free")
+#: the data-free (DAFL) form of a column's method
+DATA_FREE = {"kd": "dafl-kd", "htc": "dafl-htc"}
 
 
 def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) -> list[Cell]:
@@ -205,7 +207,7 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                         for x in ab.values:
                             teachers = {"none": [], "normal": [g.normal], "nasty": [g.nasty],
                                         "scm": g.sequence}[kind]
-                            params, data = {}, {}
+                            params, data, run_method = {}, {}, method
                             if ab.param == "k":
                                 teachers = recipes.scm_sequence(g.nasty, int(x), optim=nasty_optim)
                             elif ab.param == "sequence_arch":
@@ -217,10 +219,16 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                                                                 width=width, optim=seq_optim)
                             elif ab.param in ("fraction", "labels"):
                                 data = {ab.param: x}
+                            elif ab.param == "data_free":
+                                if x and method not in DATA_FREE:
+                                    raise ValueError(f"ablation {ab.name!r}: column {col!r} has "
+                                                     f"no data-free form (use nasty-kd or htc)")
+                                run_method = DATA_FREE[method] if x else method
                             else:
                                 params = {ab.param: x}
-                            run = _student(suite, s, sc, method, teachers, seed, kind, params, data)
-                            cells.append(Cell("ablation", col, g.spec.arch, kind, s.arch, method,
+                            run = _student(suite, s, sc, run_method, teachers, seed, kind, params,
+                                           data)
+                            cells.append(Cell("ablation", col, g.spec.arch, kind, s.arch, run_method,
                                               seed, run, teachers[0] if teachers else None,
                                               ab.name, x))
     return cells

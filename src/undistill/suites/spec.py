@@ -15,7 +15,8 @@ from undistill.suites.paper import TABLE1_COLUMNS
 Column = Literal["vanilla", "normal-kd", "nasty-kd", "skeptical", "htc", "scm", "skeptical+htc",
                  "skeptical+scm"]
 #: method-parameter groups a suite may set: the Table 1 methods, plus "kd" (every KD column)
-PARAM_GROUPS = ("kd", "skeptical", "htc", "scm", "skeptical+htc", "skeptical+scm")
+PARAM_GROUPS = ("kd", "skeptical", "htc", "scm", "skeptical+htc", "skeptical+scm", "dafl-kd",
+                "dafl-htc")
 
 
 class _Strict(BaseModel):
@@ -78,7 +79,9 @@ class DefenceSpec(_Strict):
 class AblationSpec(_Strict):
     """Vary one thing of some Table 1 columns: a method parameter, or one of the special knobs
     ``k`` (SCM sequence length), ``sequence_arch`` (architecture of S^2..S^k), ``fraction``
-    (the student's share of the training data) or ``labels`` (false: no labels)."""
+    (the student's share of the training data), ``labels`` (false: no labels) or ``data_free``
+    (true: the student never sees data and learns from a DAFL generator; KD columns become
+    ``dafl-kd``, HTC ``dafl-htc``)."""
 
     name: str
     columns: list[Column] = Field(min_length=1)
