@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from undistill.config import ConfigError, _format
 from undistill.suites.paper import TABLE1_COLUMNS
@@ -17,6 +17,17 @@ Column = Literal["vanilla", "normal-kd", "nasty-kd", "skeptical", "htc", "scm", 
 #: method-parameter groups a suite may set: the Table 1 methods, plus "kd" (every KD column)
 PARAM_GROUPS = ("kd", "skeptical", "htc", "scm", "skeptical+htc", "skeptical+scm", "dafl-kd",
                 "dafl-htc")
+
+
+def _known_groups(v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    bad = sorted(set(v) - set(PARAM_GROUPS))
+    if bad:
+        raise ValueError(f"unknown method group(s) {bad}; known: {list(PARAM_GROUPS)}")
+    return v
+
+
+#: method-parameter group -> parameters, e.g. {"htc": {"temperature": 50}}
+MethodParams = Annotated[dict[str, dict[str, Any]], AfterValidator(_known_groups)]
 
 
 class _Strict(BaseModel):
@@ -42,16 +53,8 @@ class StudentSpec(_Strict):
     width: float = Field(1.0, gt=0.0)
     epochs: int | None = Field(None, ge=1)
     optim: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="method "
-                                              "parameters for this student, over the suite's")
-
-    @field_validator("params")
-    @classmethod
-    def _param_groups(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        bad = sorted(set(v) - set(PARAM_GROUPS))
-        if bad:
-            raise ValueError(f"unknown method group(s) {bad}; known: {list(PARAM_GROUPS)}")
-        return v
+    params: MethodParams = Field(default_factory=dict, description="method parameters for this "
+                                 "student, over the suite's")
 
 
 class ScaleSpec(_Strict):
@@ -103,7 +106,7 @@ class SuiteSpec(_Strict):
     teachers: list[TeacherSpec] = Field(min_length=1)
     students: list[StudentSpec] = Field(min_length=1)
     methods: list[Column] = Field(default_factory=lambda: list(TABLE1_COLUMNS))
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    params: MethodParams = Field(default_factory=dict)
     scm: SCMSpec = Field(default_factory=SCMSpec)
     defence: DefenceSpec = Field(default_factory=DefenceSpec)
     kl: bool = True
@@ -112,14 +115,6 @@ class SuiteSpec(_Strict):
     scales: dict[str, ScaleSpec] = Field(default_factory=lambda: {"paper": ScaleSpec()})
     default_scale: str = "paper"
     notes: list[str] = Field(default_factory=list, description="choices shown beside the results")
-
-    @field_validator("params")
-    @classmethod
-    def _param_groups(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        bad = sorted(set(v) - set(PARAM_GROUPS))
-        if bad:
-            raise ValueError(f"unknown method group(s) {bad}; known: {list(PARAM_GROUPS)}")
-        return v
 
     @model_validator(mode="after")
     def _scales(self) -> SuiteSpec:
