@@ -191,3 +191,17 @@ def test_data_free_ablation_plans_dafl_students(tmp_path: Path) -> None:
     f.write_text(yaml.safe_dump(d))
     with pytest.raises(ValueError, match="no data-free form"):
         build_plan(load_suite(f))
+
+
+def test_several_seeds_show_mean_and_std(tiny) -> None:
+    from undistill.suites.report import fmt, table1
+
+    assert fmt([80.0]) == "80.00" and fmt([80.0], 86.31) == "80.00 (86.31)"
+    assert fmt([80.0, 82.0]) == "81.00 ± 1.41"
+    spec = tiny.model_copy(update={"seeds": [0, 1]})
+    recs = [{"table": "table1", "teacher_arch": "cnn", "student_arch": "cnn", "column": "vanilla",
+             "best_acc": acc} for acc in (70.0, 74.0)]
+    doc = {"dataset": "digits", "records": recs, "teachers": []}
+    row = next(line for line in table1(doc, spec) if line.startswith("| cnn | cnn |"))
+    assert "72.00 ± 2.83" in row
+    assert len(build_plan(spec).cells) == 2 * len(build_plan(tiny).cells)
