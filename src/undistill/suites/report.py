@@ -181,8 +181,9 @@ def render_tables(doc: dict[str, Any], suite: SuiteSpec) -> str:
         head += [suite.description.strip(), ""]
     notes = ["## Choices for this scale", ""] + [f"- {n}" for n in doc["notes"]] + [""] if doc[
         "notes"] else []
-    tail = [f"Wall time {doc['wall_time_s']:.0f} s (training {doc['train_time_s']:.0f} s of it, "
-            "summed over the runs trained or read back).", ""]
+    tail = [f"Wall time of this invocation {doc['wall_time_s']:.0f} s; training time of all the "
+            f"suite's runs, summed (those read back from earlier invocations included): "
+            f"{doc['train_time_s']:.0f} s.", ""]
     body = (table1(doc, suite) + table3(doc) + table6(doc, suite) + ablation_tables(doc)
             + checks(doc, suite))
     return "\n".join(head + notes + body + tail)
