@@ -12,26 +12,20 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from undistill import recipes
+from undistill.analysis import kl_to_reference, predict_logits
+from undistill.analysis import output_stats as stats
 from undistill.config import Runtime
 from undistill.executor import LocalExecutor
 from undistill.runs import data_views, load_run_model
 
 
 def output_stats(model, reference, views, tau: float) -> dict[str, float]:
+    """KL(model || normal) at tau_A and the mean number of clear peaks (p > 0.1 at T = 1)."""
     ds = views.dataset
-    mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
-    std = torch.tensor(ds.std).view(1, -1, 1, 1)
-    x = (views.eval_images.float() / 255 - mean) / std
-    with torch.no_grad():
-        z = torch.cat([model(b) for b in x.split(1000)])
-        zr = torch.cat([reference(b) for b in x.split(1000)])
-    logp = torch.log_softmax(z / tau, 1)
-    kl = (logp.exp() * (logp - torch.log_softmax(zr / tau, 1))).sum(1).mean().item()
-    p = torch.softmax(z, 1)
-    return {"kl_to_normal": kl, "peaks": (p > 0.1).sum(1).float().mean().item()}
+    z = predict_logits(model, views.eval_images, ds.mean, ds.std)
+    zr = predict_logits(reference, views.eval_images, ds.mean, ds.std)
+    return {"kl_to_normal": kl_to_reference(z, zr, tau), "peaks": stats(z)["peaks"]}
 
 
 def main() -> None:
