@@ -1,15 +1,20 @@
 """Calibrate the nasty teacher's omega at small scale: teacher, nasty teachers, KD students.
 
-    python scripts/calibrate.py --dataset fashion-mnist --fraction 0.16667 --out docs/results/calibration
+    python scripts/calibrate.py --dataset cifar10-jpeg --data-root ../shared/data/cifar10-jpeg.tar.gz \
+        --resize 16 --val-fraction 0.1 --teacher resnet18 --teacher-width 0.25 \
+        --students cnn:0.5,shufflenetv2:0.5 --student-fraction 0.2 --omegas 0.06,0.1,0.15
 
 Prints and writes (JSON/Markdown) per omega: the nasty teacher's accuracy, KL(nasty || normal) at
-tau_A, mean clear peaks per output, and the accuracy of students distilled from it.
+tau_A, mean clear peaks per output, and the accuracy of each student distilled from it. With
+``--val-fraction > 0`` every run is evaluated on a validation split carved from the training set
+(nothing here reads the test set), and the accuracies are last-epoch validation accuracies.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from undistill import recipes
@@ -31,62 +36,79 @@ def output_stats(model, reference, views, tau: float) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--fraction", type=float, default=0.16667)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--resize", type=int, default=None)
+    ap.add_argument("--val-fraction", type=float, default=0.0)
+    ap.add_argument("--fraction", type=float, default=0.16667, help="the teacher's training share")
+    ap.add_argument("--student-fraction", type=float, default=None, help="default: --fraction")
     ap.add_argument("--teacher", default="cnn")
     ap.add_argument("--teacher-width", type=float, default=1.0)
+    ap.add_argument("--students", default=None, help="arch:width,... (default: --student/--student-width)")
     ap.add_argument("--student", default="cnn")
     ap.add_argument("--student-width", type=float, default=0.5)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=15, help="teacher epochs")
+    ap.add_argument("--student-epochs", type=int, default=None, help="default: --epochs")
     ap.add_argument("--omegas", default="0.04,0.06,0.08,0.1")
     ap.add_argument("--tau", type=float, default=4.0)
     ap.add_argument("--kd-temps", default="4")
     ap.add_argument("--runs-dir", default="runs/calibration")
     ap.add_argument("--out", default="docs/results/calibration")
     a = ap.parse_args()
-    data = {"fraction": a.fraction}
+    t_start = time.perf_counter()
+    data = {"fraction": a.fraction, "val_fraction": a.val_fraction}
+    if a.resize:
+        data["resize"] = a.resize
+    sdata = {"fraction": a.student_fraction or a.fraction}
     optim = {"epochs": a.epochs}
-    rt = Runtime(runs_dir=Path(a.runs_dir), progress=False, device="cpu")
+    soptim = {"epochs": a.student_epochs or a.epochs}
+    students = ([(s.split(":")[0], float(s.split(":")[1])) for s in a.students.split(",")]
+                if a.students else [(a.student, a.student_width)])
+    rt = Runtime(runs_dir=Path(a.runs_dir), data_root=a.data_root, progress=False, device="cpu")
     ex = LocalExecutor()
-    teacher = recipes.normal_teacher(a.dataset, a.teacher, a.teacher_width, data=data, optim=optim)
-    vanilla = recipes.student(None, a.student, "vanilla", width=a.student_width,
-                              dataset=a.dataset, data=data, optim=optim)
     temps = [float(t) for t in a.kd_temps.split(",")]
+
+    def acc(cfg) -> float:
+        return ex.run([cfg], rt)[cfg.run_id].last_acc
+
+    teacher = recipes.normal_teacher(a.dataset, a.teacher, a.teacher_width, data=data, optim=optim)
+    base = {"teacher_acc": acc(teacher), "split": data_views(teacher.data, a.data_root).eval_split}
+    print(json.dumps(base), flush=True)
+    for arch, width in students:
+        v = recipes.student(None, arch, "vanilla", width=width, dataset=a.dataset,
+                            data={**data, **sdata}, optim=soptim)
+        base[f"vanilla {arch}"] = acc(v)
+        for t in temps:
+            s = recipes.student(teacher, arch, "kd", {"temperature": t}, width, optim=soptim, data=sdata)
+            base[f"kd {arch} T{t:g}"] = acc(s)
+        print(json.dumps(base), flush=True)
+    views = data_views(teacher.data, a.data_root)
+    normal = load_run_model(teacher, rt.runs_dir, a.data_root)
     rows = []
-    res = ex.run([teacher, vanilla], rt)
-    views = data_views(teacher.data, None)
-    normal = load_run_model(teacher, rt.runs_dir)
-    base = {"teacher_acc": res[teacher.run_id].best_acc, "vanilla": res[vanilla.run_id].best_acc}
-    kd_normal = {}
-    for t in temps:
-        s = recipes.student(teacher, a.student, "kd", {"temperature": t}, a.student_width,
-                            optim=optim)
-        kd_normal[t] = ex.run([s], rt)[s.run_id].best_acc
-    print(json.dumps({**base, "kd_normal": kd_normal}), flush=True)
     for omega in [float(o) for o in a.omegas.split(",")]:
         nasty = recipes.nasty_teacher(teacher, omega=omega, temperature=a.tau)
-        r = ex.run([nasty], rt)[nasty.run_id]
-        row = {"omega": omega, "tau_A": a.tau, "nasty_acc": r.best_acc,
-               **output_stats(load_run_model(nasty, rt.runs_dir), normal, views, a.tau)}
-        for t in temps:
-            s = recipes.student(nasty, a.student, "kd", {"temperature": t}, a.student_width,
-                                optim=optim)
-            row[f"nasty_kd_T{t:g}"] = ex.run([s], rt)[s.run_id].best_acc
+        row = {"omega": omega, "tau_A": a.tau, "nasty_acc": acc(nasty),
+               **output_stats(load_run_model(nasty, rt.runs_dir, a.data_root), normal, views, a.tau)}
+        for arch, width in students:
+            for t in temps:
+                s = recipes.student(nasty, arch, "kd", {"temperature": t}, width, optim=soptim, data=sdata)
+                row[f"nasty kd {arch} T{t:g}"] = acc(s)
         print(json.dumps(row), flush=True)
         rows.append(row)
     ref = output_stats(normal, normal, views, a.tau)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter() - t_start
     (out / f"{a.dataset}.json").write_text(json.dumps(
-        {"args": vars(a), **base, "kd_normal": kd_normal, "normal_peaks": ref["peaks"],
-         "rows": rows}, indent=2))
-    kd_cols = [f"nasty_kd_T{t:g}" for t in temps]
-    md = [f"Teacher {a.teacher} (width {a.teacher_width:g}) {base['teacher_acc']:.2f} %, "
-          f"vanilla student {a.student} (width {a.student_width:g}) {base['vanilla']:.2f} %, "
-          "normal KD " + ", ".join(f"{v:.2f} % (T={t:g})" for t, v in kd_normal.items())
-          + f"; normal teacher's mean peaks above 0.1: {ref['peaks']:.2f}.", "",
-          "| omega | tau_A | nasty teacher (%) | KL(nasty \\|\\| normal) at tau_A | peaks > 0.1 | "
-          + " | ".join(f"nasty KD T={t:g} (%)" for t in temps) + " |",
-          "|" + " --- |" * (5 + len(temps))]
+        {"args": vars(a), **base, "normal_peaks": ref["peaks"], "rows": rows, "wall_time_s": wall},
+        indent=2))
+    kd_cols = [k for k in rows[0] if k.startswith("nasty kd")] if rows else []
+    md = [f"Split: {base['split']} (last-epoch accuracy). Teacher {a.teacher} (width "
+          f"{a.teacher_width:g}) {base['teacher_acc']:.2f} %; "
+          + "; ".join(f"{k} {v:.2f} %" for k, v in base.items() if k.startswith(("vanilla", "kd")))
+          + f"; normal teacher's mean peaks above 0.1: {ref['peaks']:.2f}. Wall time {wall / 60:.1f} min.",
+          "", "| omega | tau_A | nasty teacher (%) | KL(nasty \\|\\| normal) at tau_A | peaks > 0.1 | "
+          + " | ".join(f"{c} (%)" for c in kd_cols) + " |",
+          "|" + " --- |" * (5 + len(kd_cols))]
     for r in rows:
         md.append(f"| {r['omega']:g} | {r['tau_A']:g} | {r['nasty_acc']:.2f} | "
                   f"{r['kl_to_normal']:.3f} | {r['peaks']:.2f} | "

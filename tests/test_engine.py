@@ -209,3 +209,34 @@ def test_learning_rate_schedules() -> None:
     one = cfg.model_copy(update={"schedule": "onecycle", "milestones": []})
     lrs = [learning_rate(one, e, s, 10) for e in range(6) for s in range(10)]
     assert max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[0] == 0.0 and lrs[-1] < 0.01
+
+
+def test_headline_is_the_final_model_on_test_never_selected_there(runtime: Runtime) -> None:
+    """With a validation split the epochs are judged on it, and the final model is scored on the
+    test split once; without one the headline is the last epoch (not the best) on test."""
+    from undistill.runs import data_views
+
+    cfg = tiny_teacher(epochs=3, data={"name": "digits", "val_fraction": 0.2})
+    res = train_run(cfg, runtime)
+    assert res.eval_split == "val" and res.test_acc is not None
+    model = load_run_model(cfg, runtime.runs_dir, which="last")
+    views = data_views(cfg.data, None)
+    ds = views.dataset
+    x = (ds.test_images.float() / 255 - torch.tensor(ds.mean).view(1, -1, 1, 1)) / torch.tensor(
+        ds.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        acc = 100.0 * (model(x).argmax(1) == ds.test_labels).float().mean().item()
+    assert res.test_acc == pytest.approx(acc, abs=1e-3)
+    # "auto" loads the best-on-validation checkpoint here ...
+    auto = load_run_model(cfg, runtime.runs_dir)
+    best = load_run_model(cfg, runtime.runs_dir, which="best")
+    assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), best.state_dict().values(),
+                                                 strict=True))
+    # ... and the last checkpoint when epochs were evaluated on the test set
+    plain = tiny_teacher(epochs=2)
+    r2 = train_run(plain, runtime)
+    assert r2.eval_split == "test" and r2.test_acc == r2.last_acc
+    auto2, last2 = load_run_model(plain, runtime.runs_dir), load_run_model(plain, runtime.runs_dir,
+                                                                           which="last")
+    assert all(torch.equal(a, b) for a, b in zip(auto2.state_dict().values(),
+                                                 last2.state_dict().values(), strict=True))

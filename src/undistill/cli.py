@@ -76,7 +76,8 @@ def train(
 @app.command("eval")
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="a run directory")],
-    which: Annotated[str, typer.Option(help="best or last checkpoint")] = "best",
+    which: Annotated[str, typer.Option(help="auto (best on a validation split, else last), best "
+                                       "or last checkpoint")] = "auto",
     runs_dir: Annotated[Path | None, typer.Option(help="runs dir (default: RUN's parent)")] = None,
     data_root: DataRoot = None,
     device: Device = "auto",
@@ -87,8 +88,8 @@ def evaluate_cmd(
     from undistill.engine import EVAL_BATCH, evaluate, select_device
     from undistill.runs import data_views, load_run_model, read_run_config
 
-    if which not in ("best", "last"):
-        fail("--which must be best or last")
+    if which not in ("auto", "best", "last"):
+        fail("--which must be auto, best or last")
     try:
         cfg = read_run_config(run)
         dev = select_device(device)

@@ -103,13 +103,19 @@ def build_student(cfg: RunConfig, ds: ImageDataset) -> ZooModel:
 
 
 def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
-                   which: str = "best", device: str | torch.device = "cpu") -> ZooModel:
-    """The trained model of a finished run (its best checkpoint by default)."""
+                   which: str = "auto", device: str | torch.device = "cpu") -> ZooModel:
+    """The trained model of a finished run.
+
+    ``which``: "best" (best epoch on the run's evaluation split), "last", or "auto": the best
+    epoch when that was chosen on a validation split, else the last epoch -- so a teacher is never
+    a checkpoint picked on the test set."""
     path = run_dir(cfg, runs_dir)
     if not (path / RESULT).exists():
         raise CheckpointError(f"run {cfg.run_id} ({cfg.method.name} {cfg.model.arch} on "
                               f"{cfg.data.name}) is not finished in {runs_dir}: train it first "
                               f"(undistill train, or undistill reproduce for a suite)")
+    if which == "auto":
+        which = "best" if cfg.data.val_fraction > 0 else "last"
     tensors, _ = load_checkpoint(path / (BEST if which == "best" else LAST), device="cpu")
     model = build_student(cfg, get_dataset(cfg.data.name, data_root, cfg.data.resize))
     model.load_state_dict(unprefixed(tensors, "method.student."))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from undistill.data import cifar, digits, folder, idx  # noqa: F401  (register the loaders)
+from undistill.data import archive, cifar, digits, folder, idx  # noqa: F401  (register the loaders)
 from undistill.data.augment import augment_batch, channel_stats, normalize
 from undistill.data.base import DATASETS, AugmentSpec, DatasetError, ImageDataset
 from undistill.data.loader import DeviceLoader, split_validation, subset_indices
