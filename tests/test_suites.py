@@ -122,7 +122,7 @@ def test_reproduce_writes_results_then_reuses_every_run(tiny, tmp_path: Path, mo
     assert {r["model"] for r in doc["kl"]} >= {"nasty", "S2", "scm-ensemble (k=2)"}
     assert all(r["kl_t1"] >= 0 for r in doc["kl"])
     tables = (out / "tables.md").read_text()
-    for title in ("Table 1", "Table 3", "Table 6", "Ablation: htc-tau", "a test suite", "checked"):
+    for title in ("Table 1", "Table 3", "Table 6", "Ablation: htc-tau", "a test suite", "what reproduces"):
         assert title in tables
 
     after = dry_run(plan, rt)
@@ -193,15 +193,16 @@ def test_data_free_ablation_plans_dafl_students(tmp_path: Path) -> None:
         build_plan(load_suite(f))
 
 
-def test_several_seeds_show_mean_and_std(tiny) -> None:
+def test_several_seeds_show_mean_and_confidence_interval(tiny) -> None:
     from undistill.suites.report import fmt, table1
 
-    assert fmt([80.0]) == "80.00" and fmt([80.0], 86.31) == "80.00 (86.31)"
-    assert fmt([80.0, 82.0]) == "81.00 ± 1.41"
+    assert fmt([80.0]) == "80.00 (n=1)" and fmt([80.0], 86.31) == "80.00 (n=1) (86.31)"
+    # t(0.975, 1) * 1.414 / sqrt(2) = 12.706
+    assert fmt([80.0, 82.0]) == "81.00 ± 12.71 (n=2)"
     spec = tiny.model_copy(update={"seeds": [0, 1]})
     recs = [{"table": "table1", "teacher_arch": "cnn", "student_arch": "cnn", "column": "vanilla",
-             "best_acc": acc} for acc in (70.0, 74.0)]
+             "best_acc": acc + 5, "last_acc": acc - 5, "test_acc": acc} for acc in (70.0, 74.0)]
     doc = {"dataset": "digits", "records": recs, "teachers": []}
     row = next(line for line in table1(doc, spec) if line.startswith("| cnn | cnn |"))
-    assert "72.00 ± 2.83" in row
+    assert "72.00 ± 25.41 (n=2)" in row  # the headline test_acc, never the best epoch
     assert len(build_plan(spec).cells) == 2 * len(build_plan(tiny).cells)

@@ -7,6 +7,7 @@ runs (:mod:`undistill.runs`) and return tensors for them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from undistill.config import RunConfig
 from undistill.data import normalize
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
@@ -39,6 +41,12 @@ def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor,
 
     The model is the first argument of the KL, as the nasty teacher is in Eq. 5's KL.
     """
+    return float(kl_per_sample(logits, reference_logits, temperature).mean())
+
+
+def kl_per_sample(logits: torch.Tensor, reference_logits: torch.Tensor,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(z/T) || softmax(z_ref/T)) of every sample (float64 [N])."""
     if logits.shape != reference_logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and reference "
                          f"{tuple(reference_logits.shape)} differ in shape")
@@ -46,7 +54,7 @@ def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor,
         raise ValueError(f"temperature must be > 0, got {temperature}")
     lp = torch.log_softmax(logits.double() / temperature, 1)
     lq = torch.log_softmax(reference_logits.double() / temperature, 1)
-    return float((lp.exp() * (lp - lq)).sum(1).mean())
+    return (lp.exp() * (lp - lq)).sum(1)
 
 
 def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -283,3 +291,33 @@ def kl_table(models: dict[str, Predict], reference: Predict, data: EvalData,
         rows.append(row)
     return rows
 
+
+
+TEST_SCORE = "test.json"
+
+
+def test_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
+                  device: torch.device | str = "cpu") -> float:
+    """The headline number of a finished run: its final model's accuracy (%) on the test split.
+
+    A run evaluated on the test split during training reports its last epoch (never its best
+    epoch there). A run that carved a validation split never read the test split while training
+    (nor did any search over it); it is scored here once, after every choice was made, from its
+    last checkpoint, and the score is kept beside the run (``test.json``)."""
+    from undistill.checkpoint import atomic_write_json
+    from undistill.runs import data_views, load_run_model, read_result, run_dir
+
+    out = run_dir(cfg, runs_dir)
+    result = read_result(out)["result"]
+    if result["eval_split"] == "test":
+        return float(result["last_acc"])
+    if (out / TEST_SCORE).exists():
+        return float(json.loads((out / TEST_SCORE).read_text())["test_acc"])
+    ds = data_views(cfg.data, data_root).dataset
+    model = load_run_model(cfg, runs_dir, data_root, which="last", device=device)
+    with torch.no_grad():
+        z = predict_logits(model, ds.test_images, ds.mean, ds.std, device=device)
+    acc = 100.0 * float((z.argmax(1) == ds.test_labels).double().mean())
+    atomic_write_json(out / TEST_SCORE, {"run_id": cfg.run_id, "test_acc": acc, "checkpoint": "last",
+                                         "split": "test", "n": int(ds.test_labels.numel())})
+    return acc

@@ -66,7 +66,6 @@ from undistill.runs import (
     LAST,
     METRICS,
     RESULT,
-    DataViews,
     build_student,
     data_views,
     load_teacher,
@@ -94,10 +93,6 @@ class RunResult:
     eval_split: str
     wall_time_s: float
     cached: bool = False
-    #: test accuracy (%) of the final (last-epoch) model: the headline number, never selected on the
-    #: test set. Equals ``last_acc`` when the evaluation split is the test split; None in results
-    #: written before it existed.
-    test_acc: float | None = None
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -271,23 +266,6 @@ class DistContext:
         if self.enabled:
             dist.all_reduce(t)
         return t.tolist()
-
-
-def final_test_accuracy(predict: Any, views: DataViews, history: list[dict[str, Any]],
-                        device: torch.device, bf16: bool, channels_last: bool, ddp: DistContext) -> float:
-    """The final model's test accuracy: the last epoch's evaluation when that was the test split,
-    else one pass over the test split (epochs and checkpoints were selected on the validation split)."""
-    if views.eval_split == "test":
-        return float(history[-1]["eval/acc"])
-    ds = views.dataset
-    lo, hi = ddp.shard(int(ds.test_labels.numel()))
-    loader = DeviceLoader(ds.test_images[lo:hi].to(device), ds.test_labels[lo:hi].to(device),
-                          batch_size=EVAL_BATCH, mean=ds.mean, std=ds.std, augment=None, shuffle=False,
-                          drop_last=False, seed=0, channels_last=channels_last)
-    c, _, tot = _eval_sums(predict, loader, device, bf16)
-    if ddp.enabled:
-        c, tot = ddp.sum([c, tot], device)
-    return 100.0 * float(c) / max(float(tot), 1.0)
 
 
 def _destroy_process_group() -> None:
@@ -541,12 +519,10 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     finally:
         reporter.end_run()
 
-    method.eval()
     result = RunResult(
         run_id=cfg.run_id, run_dir=str(out), best_acc=best_acc, best_epoch=best_epoch,
         last_acc=history[-1]["eval/acc"], epochs_run=len(history), status=status,
-        eval_split=views.eval_split, wall_time_s=sum(r["time_s"] for r in history),
-        test_acc=final_test_accuracy(predict, views, history, device, bf16, channels_last, ddp))
+        eval_split=views.eval_split, wall_time_s=sum(r["time_s"] for r in history))
     if ddp.main:
         atomic_write_json(out / RESULT, {"result": asdict(result), "config": cfg.model_dump(mode="json")})
     ddp.barrier(device)  # the result exists for every rank before any goes on (e.g. to a student)

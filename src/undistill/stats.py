@@ -121,3 +121,23 @@ def judge(text: str, a: Sequence[float], b: Sequence[float], op: Literal[">", "<
     else:
         verdict = "INCONCLUSIVE"
     return Claim(text, verdict, sa, sb, p, p_opp, alpha)
+
+
+def verdict_from_summary(text: str, mean_diff: float, std_diff: float, n: int, op: Literal[">", "<"],
+                         alpha: float = 0.05) -> dict[str, object]:
+    """A paired claim "mean difference > 0" (op ">") or "< 0" (op "<") judged by a one-sided
+    one-sample t-test from the differences' mean, standard deviation and count (e.g. per-image
+    KL differences between two models on the same images)."""
+    if n < 2:
+        p = p_opp = None
+    elif std_diff == 0.0:
+        p = 0.0 if (mean_diff > 0) == (op == ">") and mean_diff != 0 else 1.0
+        p_opp = 0.0 if (mean_diff < 0) == (op == ">") and mean_diff != 0 else 1.0
+    else:
+        t = mean_diff / (std_diff / math.sqrt(n))
+        p = float(_st.t.sf(t, n - 1) if op == ">" else _st.t.cdf(t, n - 1))
+        p_opp = 1.0 - p
+    verdict: Verdict = ("PASS" if p is not None and p < alpha else
+                        "FAIL" if p_opp is not None and p_opp < alpha else "INCONCLUSIVE")
+    return {"claim": text, "verdict": verdict, "mean_diff": mean_diff, "std_diff": std_diff, "n": n,
+            "p": p, "p_opposite": p_opp, "alpha": alpha, "test": "paired t-test, one-sided"}

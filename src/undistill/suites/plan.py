@@ -85,10 +85,11 @@ def _optim(dataset: str, arch: str, scale: ScaleSpec, epochs: int | None,
     return o
 
 
-def _data(suite: SuiteSpec, scale: ScaleSpec) -> dict[str, Any]:
+def _data(suite: SuiteSpec, scale: ScaleSpec, student: bool = False) -> dict[str, Any]:
     d = dict(suite.data)
-    if scale.fraction is not None:
-        d["fraction"] = scale.fraction
+    fraction = scale.student_fraction if student and scale.student_fraction else scale.fraction
+    if fraction is not None:
+        d["fraction"] = fraction
     if scale.resize is not None:
         d["resize"] = scale.resize
     return d
@@ -131,23 +132,52 @@ def _student(suite: SuiteSpec, spec: StudentSpec, scale: ScaleSpec, method: str,
     params.update(params_over or {})
     return recipes.student(
         teachers, spec.arch, method, params, width=spec.width * scale.width,
-        dataset=suite.dataset, data={**_data(suite, scale), **(data_over or {})},
+        dataset=suite.dataset, data={**_data(suite, scale, student=True), **(data_over or {})},
         optim=_optim(suite.dataset, spec.arch, scale, spec.epochs, spec.optim), seed=seed,
         name=f"{method} {spec.arch} <- {group}")
 
 
-def build_plan(suite: SuiteSpec, scale: str | None = None) -> Plan:
+#: (teacher arch, student arch, method) -> method parameters chosen on the validation split
+Chosen = dict[tuple[str, str, str], dict[str, Any]]
+
+
+def column_teachers(g: TeacherGroup, kind: str) -> list[RunConfig]:
+    """The teachers a Table 1 column's student learns from."""
+    return {"none": [], "normal": [g.normal], "nasty": [g.nasty], "scm": g.sequence}[kind]
+
+
+def search_student(suite: SuiteSpec, spec: StudentSpec, scale: ScaleSpec, method: str
+                   ) -> dict[str, Any]:
+    """The arguments of :func:`undistill.search.run_search` whose trials are exactly the seed-0
+    student runs of the plan (same data, optimiser, width and fixed parameters)."""
+    params: dict[str, Any] = {}
+    for source in (suite.params, spec.params):
+        params.update(source.get(method, {}))
+    data = _data(suite, scale, student=True)
+    return {"arch": spec.arch, "method": method, "width": spec.width * scale.width,
+            "optim": _optim(suite.dataset, spec.arch, scale, spec.epochs, spec.optim),
+            "data": {k: v for k, v in data.items() if k not in ("val_fraction", "val_seed")},
+            "val_fraction": float(data["val_fraction"]), "val_seed": int(data.get("val_seed", 0)),
+            "fixed": {k: v for k, v in params.items() if k not in (suite.search.grid if suite.search
+                                                                   else {})},
+            "seed": suite.seeds[0]}
+
+
+def build_plan(suite: SuiteSpec, scale: str | None = None, chosen: Chosen | None = None) -> Plan:
+    """The suite's runs and cells; ``chosen`` overrides method parameters per (teacher arch,
+    student arch, method), as found by the suite's search on the validation split."""
     scale_name, sc = scale_of(suite, scale)
     groups = [teacher_group(suite, t, sc) for t in suite.teachers]
     cells: list[Cell] = []
     for g in groups:
-        sources = {"none": [], "normal": [g.normal], "nasty": [g.nasty], "scm": g.sequence}
         reported = {"none": None, "normal": g.normal, "nasty": g.nasty, "scm": g.nasty}
         for s in suite.students:
             for seed in suite.seeds:
                 for col in suite.methods:
                     method, kind = COLUMN_METHOD[col]
-                    run = _student(suite, s, sc, method, sources[kind], seed, kind)
+                    over = (chosen or {}).get((g.spec.arch, s.arch, method))
+                    run = _student(suite, s, sc, method, column_teachers(g, kind), seed, kind,
+                                   params_over=over)
                     cells.append(Cell("table1", col, g.spec.arch, kind, s.arch, method, seed, run,
                                       reported[kind]))
                 if g.defence is not None:

@@ -3,10 +3,10 @@ and a plain check of each phenomenon the paper reports."""
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
 from typing import Any
 
+from undistill.stats import mean_ci
+from undistill.suites.claims import paper_claims, per_seed
 from undistill.suites.paper import TABLE1, TABLE3, TABLE6, TABLE6_TEACHER
 from undistill.suites.spec import SuiteSpec
 
@@ -16,26 +16,16 @@ COLUMN_TITLES = {"vanilla": "Vanilla", "normal-kd": "Normal KD", "nasty-kd": "Na
                  "nasty-es": "Nasty KD ES", "scm-defence": "Ours (SCM defence)"}
 
 
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    if len(values) == 1:
-        return values[0], None
-    return statistics.fmean(values), statistics.stdev(values)
-
-
 def fmt(values: list[float], paper: float | None = None) -> str:
+    """Mean ± half-width of the 95 % confidence interval (n seeds); the paper's value in brackets."""
     if not values:
         return "-"
-    m, s = mean_std(values)
-    text = f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+    text = mean_ci(values).fmt()
     return text if paper is None else f"{text} ({paper:.2f})"
 
 
 def _grouped(records: list[dict[str, Any]], table: str) -> dict[tuple[str, str, str], list[float]]:
-    g: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for r in records:
-        if r["table"] == table:
-            g[(r["teacher_arch"], r["student_arch"], r["column"])].append(r["best_acc"])
-    return g
+    return per_seed(records, table)
 
 
 def _teacher_acc(doc: dict[str, Any], arch: str, kind: str) -> float | None:
@@ -49,9 +39,9 @@ def table1(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
     ds, g = doc["dataset"], _grouped(doc["records"], "table1")
     cols = list(suite.methods)
     lines = ["## Table 1: accuracy (%) of the stealing student", "",
-             "Best test accuracy over epochs" + (", mean ± std over seeds" if len(suite.seeds) > 1
-                                                 else "") + "; the paper's value in brackets "
-             "where the suite matches one of its cells.", "",
+             "Test accuracy of each student's final (last-epoch) model, never selected on the test "
+             "set: mean ± half-width of the 95 % confidence interval (Student t) over n seeds; the "
+             "paper's value in brackets where the suite matches one of its cells.", "",
              "| Teacher | Student | " + " | ".join(COLUMN_TITLES[c] for c in cols) + " |",
              "|" + " --- |" * (len(cols) + 2)]
     for t in suite.teachers:
@@ -125,53 +115,64 @@ def ablation_tables(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def checks(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
-    """Each phenomenon the paper reports, checked plainly on our numbers."""
-    g1, g6 = _grouped(doc["records"], "table1"), _grouped(doc["records"], "table6")
+def claims_section(doc: dict[str, Any]) -> list[str]:
+    """What reproduces: each claim of the paper's Tables 1, 3 and 6 with its verdict."""
+    claims = doc.get("claims") or paper_claims(doc)  # results.json files written before claims
+    if not claims:
+        return ["## What the paper reports: what reproduces", "", "No claim can be tested on "
+                "these cells.", ""]
+    n = {v: sum(c["verdict"] == v for c in claims) for v in ("PASS", "FAIL", "INCONCLUSIVE")}
+    out = ["## What the paper reports: what reproduces", "",
+           f"Each claim judged by a one-sided test at alpha = {claims[0]['alpha']:g} on the per-seed "
+           "numbers in results.json (students: Welch t-test over seeds; Table 3: paired t-test over "
+           "evaluation images). PASS: the claim's direction is significant; FAIL: the opposite "
+           "direction is significant; INCONCLUSIVE: neither. "
+           f"{n['PASS']} PASS, {n['FAIL']} FAIL, {n['INCONCLUSIVE']} INCONCLUSIVE.", "",
+           "| Claim | Ours | Verdict | p |", "| --- | --- | --- | --- |"]
+    for c in claims:
+        if "a" in c and isinstance(c["a"], dict):
+            a, b = c["a"], c["b"]
+            ours = (f"{_summ(a)} vs {_summ(b)}")
+        else:
+            ours = f"mean difference {c['mean_diff']:+.4f} (n={c['n']})"
+        p = "-" if c["p"] is None else f"{c['p']:.3g}"
+        verdict = c["verdict"] if c["verdict"] == "PASS" else f"**{c['verdict']}**"
+        out.append(f"| {c['claim']} | {ours} | {verdict} | {p} |")
+    return out + [""]
 
-    def m(g: dict, key: tuple[str, str, str]) -> float | None:
-        return statistics.fmean(g[key]) if g.get(key) else None
 
-    out = ["## What the paper reports, checked on these numbers", ""]
+def _summ(s: dict[str, Any]) -> str:
+    return f"{s['mean']:.2f}" + ("" if s["ci"] is None else f" ± {s['ci']:.2f}") + f" (n={s['n']})"
 
-    def say(ok: bool, text: str) -> None:
-        out.append(f"- {'yes' if ok else '**no**'}: {text}")
 
-    for t in suite.teachers:
-        n, x = _teacher_acc(doc, t.arch, "normal"), _teacher_acc(doc, t.arch, "nasty")
-        if n is not None and x is not None:
-            say(n - x <= 2.0, f"nasty {t.arch} within 2 points of the normal teacher "
-                              f"({x:.2f} vs {n:.2f})")
-        below = []
-        for s in suite.students:
-            v, nk = m(g1, (t.arch, s.arch, "vanilla")), m(g1, (t.arch, s.arch, "nasty-kd"))
-            if v is not None and nk is not None:
-                below.append((s.arch, nk, v))
-        if below:
-            hits = [b for b in below if b[1] < b[2]]
-            say(bool(hits), "Nasty KD below Vanilla for at least one student: " + ", ".join(
-                f"{a} {nk:.2f} vs {v:.2f}" for a, nk, v in below))
-        for s in suite.students:
-            v, nk = m(g1, (t.arch, s.arch, "vanilla")), m(g1, (t.arch, s.arch, "nasty-kd"))
-            for col in ("htc", "scm"):
-                a = m(g1, (t.arch, s.arch, col))
-                if a is None or nk is None or v is None:
-                    continue
-                say(a > nk, f"{col.upper()} above Nasty KD for {s.arch} ({a:.2f} vs {nk:.2f})")
-                say(a >= v - 2.0, f"{col.upper()} within 2 points of Vanilla or above for {s.arch} "
-                                  f"({a:.2f} vs {v:.2f})")
-        kl = {r["model"].split(" ")[0]: r for r in doc["kl"] if r["teacher_arch"] == t.arch}
-        if "nasty" in kl and "scm-ensemble" in kl:
-            a, b = kl["scm-ensemble"], kl["nasty"]
-            say(a["kl_t1"] < b["kl_t1"], f"SCM ensemble closer to the normal {t.arch} than the "
-                                         f"nasty teacher (KL at T=1 {a['kl_t1']:.4f} vs "
-                                         f"{b['kl_t1']:.4f})")
-        pairs = [(s.arch, m(g6, (t.arch, s.arch, "scm-defence")), m(g6, (t.arch, s.arch, "nasty")))
-                 for s in suite.students]
-        pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
-        if pairs:
-            say(any(d < n for _, d, n in pairs), "SCM defence below Nasty KD for at least one "
-                "student: " + ", ".join(f"{a} {d:.2f} vs {n:.2f}" for a, d, n in pairs))
+def preflight_section(doc: dict[str, Any]) -> list[str]:
+    checks = doc.get("preflight") or []
+    if not checks:
+        return []
+    bad = [c for c in checks if not c["ok"]]
+    out = ["## Preflight: can this scale show anything?", "",
+           ("**Warning: the scale misses a precondition; read the tables with care.**" if bad else
+            "Every precondition holds.") + " Checked on the "
+           f"{checks[0].get('split', 'evaluation')} split once the teachers and vanilla students were "
+           "trained.", ""]
+    out += [f"- {'ok' if c['ok'] else '**no**'}: {c['check']} ({c['detail']})" for c in checks]
+    return out + [""]
+
+
+def search_section(doc: dict[str, Any]) -> list[str]:
+    searches = doc.get("search") or []
+    if not searches:
+        return []
+    out = ["## Hyper-parameters chosen on the validation split", "",
+           "Every value below was chosen by the suite's grid search on a validation split carved "
+           "from the training set (objective: best validation accuracy over epochs of the seed-0 "
+           "run); the test set was not read. The chosen trial is the seed-0 run of its cell.", "",
+           "| Teacher | Student | Method | Chosen | Validation acc. (%) | Trials |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for d in searches:
+        chosen = ", ".join(f"{k} {v:g}" for k, v in d["chosen"].items())
+        out.append(f"| {d['teacher_arch']} | {d['student_arch']} | {d['method']} | {chosen} | "
+                   f"{d['val_acc']:.2f} | {len(d['trials'])} |")
     return out + [""]
 
 
@@ -184,6 +185,6 @@ def render_tables(doc: dict[str, Any], suite: SuiteSpec) -> str:
     tail = [f"Wall time of this invocation {doc['wall_time_s']:.0f} s; training time of all the "
             f"suite's runs, summed (those read back from earlier invocations included): "
             f"{doc['train_time_s']:.0f} s.", ""]
-    body = (table1(doc, suite) + table3(doc) + table6(doc, suite) + ablation_tables(doc)
-            + checks(doc, suite))
+    body = (preflight_section(doc) + table1(doc, suite) + table3(doc) + table6(doc, suite)
+            + ablation_tables(doc) + search_section(doc) + claims_section(doc))
     return "\n".join(head + notes + body + tail)

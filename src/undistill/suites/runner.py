@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,20 +13,31 @@ from typing import Any
 
 import torch
 
-from undistill.analysis import kl_to_reference, predict_logits
+from undistill.analysis import kl_per_sample, kl_to_reference, predict_logits, test_accuracy
 from undistill.checkpoint import atomic_write_bytes, atomic_write_json
-from undistill.config import Runtime
+from undistill.config import RunConfig, Runtime
 from undistill.engine import RunResult, select_device
 from undistill.executor import Executor, LocalExecutor
 from undistill.methods import Teacher
 from undistill.runs import data_views, is_done, load_run_model
-from undistill.suites.plan import Cell, Plan, build_plan, nasty_es_cells
+from undistill.suites.claims import headline, paper_claims, preflight
+from undistill.suites.plan import (
+    COLUMN_METHOD,
+    Cell,
+    Chosen,
+    Plan,
+    build_plan,
+    column_teachers,
+    nasty_es_cells,
+    scale_of,
+    search_student,
+)
 from undistill.suites.report import render_tables
 from undistill.suites.spec import SuiteSpec
 
 RECORD_FIELDS = ["table", "dataset", "teacher_arch", "teacher_kind", "teacher_acc", "student_arch",
-                 "column", "method", "best_acc", "last_acc", "seed", "run_id", "teacher_run_id",
-                 "ablation", "x"]
+                 "column", "method", "test_acc", "eval_split", "best_acc", "last_acc", "seed", "run_id",
+                 "teacher_run_id", "ablation", "x"]
 
 
 @dataclass
@@ -61,12 +73,14 @@ def _hms(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _record(cell: Cell, results: dict[str, RunResult], dataset: str) -> dict[str, Any]:
+def _record(cell: Cell, results: dict[str, RunResult], dataset: str, scores: dict[str, float]
+            ) -> dict[str, Any]:
     r = results[cell.run.run_id]
     t = results[cell.teacher_run.run_id] if cell.teacher_run is not None else None
     return {"table": cell.table, "dataset": dataset, "teacher_arch": cell.teacher_arch,
-            "teacher_kind": cell.teacher_kind, "teacher_acc": t.best_acc if t else None,
+            "teacher_kind": cell.teacher_kind, "teacher_acc": scores[t.run_id] if t else None,
             "student_arch": cell.student_arch, "column": cell.column, "method": cell.method,
+            "params": cell.run.method.params, "test_acc": scores[r.run_id], "eval_split": r.eval_split,
             "best_acc": r.best_acc, "last_acc": r.last_acc, "seed": cell.seed,
             "run_id": r.run_id, "teacher_run_id": t.run_id if t else None,
             "ablation": cell.ablation, "x": cell.x}
@@ -95,55 +109,141 @@ def kl_records(plan: Plan, runtime: Runtime, results: dict[str, RunResult]) -> l
         if len(members) > 1:
             entries.append((f"scm-ensemble (k={len(members)})", logits(Teacher(members).logits),
                             None))
+        nasty_kl = kl_per_sample(entries[0][1], ref, 1.0)
         for name, z, run_id in entries:
             acc = 100.0 * float((z.argmax(1) == views.eval_labels).double().mean())
-            rows.append({"dataset": plan.suite.dataset, "teacher_arch": g.spec.arch, "model": name,
-                         "accuracy": acc, "kl_t1": kl_to_reference(z, ref, 1.0),
-                         "kl_tau": kl_to_reference(z, ref, tau), "tau": tau, "run_id": run_id})
+            kl = kl_per_sample(z, ref, 1.0)
+            row = {"dataset": plan.suite.dataset, "teacher_arch": g.spec.arch, "model": name,
+                   "accuracy": acc, "split": views.eval_split, "kl_t1": float(kl.mean()),
+                   "kl_tau": kl_to_reference(z, ref, tau), "tau": tau, "run_id": run_id}
+            if name != "nasty":  # paired over the same images, for Table 3's claim
+                d = kl - nasty_kl
+                row["kl_t1_vs_nasty"] = {"mean": float(d.mean()), "std": float(d.std()),
+                                         "n": int(d.numel())}
+            rows.append(row)
     return rows
+
+
+def _teacher_runs(plan: Plan) -> list[RunConfig]:
+    from undistill.executor import plan as order
+
+    return order([r for g in plan.groups for r in (g.normal, g.nasty, *g.sequence)]
+                 + [g.defence for g in plan.groups if g.defence is not None])
+
+
+def run_preflight(plan: Plan, results: dict[str, RunResult]) -> list[dict[str, Any]]:
+    """The preflight on the evaluation split of the teachers and vanilla students (the
+    validation split when the suite carves one): warn when the scale cannot show anything."""
+    pf = plan.suite.preflight
+    out = []
+    for g in plan.groups:
+        vanilla: dict[str, list[float]] = {}
+        for c in plan.cells:
+            if c.table == "table1" and c.column == "vanilla" and c.ablation is None and \
+                    c.teacher_arch == g.spec.arch and c.run.run_id in results:
+                vanilla.setdefault(c.student_arch, []).append(results[c.run.run_id].last_acc)
+        teachers = {"normal": results[g.normal.run_id].last_acc, "nasty": results[g.nasty.run_id].last_acc}
+        for check in preflight(teachers, vanilla, pf.teacher_margin, pf.nasty_drop, g.spec.arch):
+            check["split"] = results[g.normal.run_id].eval_split
+            out.append(check)
+            if not check["ok"]:
+                print(f"[undistill] preflight warning: {check['check']} fails ({check['detail']}, "
+                      f"{check['split']} split): this scale may not show the paper's effects",
+                      file=sys.stderr, flush=True)
+    return out
+
+
+def run_searches(plan: Plan, runtime: Runtime, executor: Executor, out_dir: Path
+                 ) -> tuple[Chosen, list[dict[str, Any]]]:
+    """The suite's searches on the validation split: chosen parameters and every search.json."""
+    from undistill.search import run_search
+
+    spec = plan.suite.search
+    if spec is None:
+        return {}, []
+    _, sc = scale_of(plan.suite, plan.scale)
+    kind_of = {m: k for m, k in COLUMN_METHOD.values()}
+    chosen: Chosen = {}
+    docs = []
+    for g in plan.groups:
+        for s in plan.suite.students:
+            for method in spec.methods:
+                args = search_student(plan.suite, s, sc, method)
+                doc = run_search(column_teachers(g, kind_of[method]), runtime=runtime,
+                                 grid=spec.grid, sampler="grid", trials=spec.trials,
+                                 study_seed=spec.study_seed, final=False,
+                                 out_dir=out_dir / "search" / f"{g.spec.arch}-{s.arch}-{method}",
+                                 train=lambda cfg, rt: executor.run([cfg], rt)[cfg.run_id], **args)
+                chosen[(g.spec.arch, s.arch, method)] = dict(doc["best"]["params"])
+                docs.append({"teacher_arch": g.spec.arch, "student_arch": s.arch, "method": method,
+                             "chosen": doc["best"]["params"], "val_acc": doc["best"]["val_acc"],
+                             "trials": [{"params": t["params"], "val_acc": t["val_acc"]}
+                                        for t in doc["trials"]],
+                             "grid": doc["grid"], "split": doc["selection_split"]})
+    return chosen, docs
 
 
 def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | None = None,
               executor: Executor | None = None) -> dict[str, Any]:
-    """Run (or finish) a suite and write results.json, results.csv and tables.md to out_dir."""
+    """Run (or finish) a suite and write results.json, results.csv and tables.md to out_dir.
+
+    Stages: teachers; vanilla students and the preflight; the searches on the validation split
+    (their trials are the seed-0 runs of the searched cells); every cell with the chosen values;
+    Nasty-ES (stopped at the SCM-defence teacher's evaluation accuracy) and its students."""
     t0 = time.perf_counter()
     executor = executor or LocalExecutor()
     plan = build_plan(suite, scale)
-    results = dict(executor.run(plan.runs(), runtime))
+    results = dict(executor.run(_teacher_runs(plan), runtime))
+    results.update(executor.run([c.run for c in plan.cells if c.column == "vanilla"
+                                 and c.ablation is None], runtime))
+    checks = run_preflight(plan, results)
+    chosen, searches = run_searches(plan, runtime, executor, out_dir)
+    plan = build_plan(suite, scale, chosen)
+    results.update(executor.run(plan.runs(), runtime))
     cells = list(plan.cells)
     defended = [g.defence for g in plan.groups if g.defence is not None]
     if plan.pending and defended:
         es = nasty_es_cells(plan, {d.run_id: results[d.run_id].best_acc for d in defended})
         results.update(executor.run([c.run for c in es], runtime))
         cells += es
-    records = [_record(c, results, suite.dataset) for c in cells]
+    # the headline numbers, read from the test split only now that every choice is made
+    dev = select_device(runtime.device)
+    every = {c.run_id: c for c in [*_teacher_runs(plan), *(c.run for c in cells),
+                                   *(c.teacher_run for c in cells if c.teacher_run is not None)]}
+    scores = {i: test_accuracy(c, runtime.runs_dir, runtime.data_root, dev) for i, c in every.items()}
+    records = [_record(c, results, suite.dataset, scores) for c in cells]
     kl = kl_records(plan, runtime, results) if suite.kl else []
-    teachers = [{"teacher_arch": g.spec.arch, "kind": kind, "accuracy": results[c.run_id].best_acc,
-                 "run_id": c.run_id}
+    teachers = [_teacher_row(g.spec.arch, kind, results[c.run_id], scores)
                 for g in plan.groups for kind, c in
                 [("normal", g.normal), *((f"S{i}" if i > 1 else "nasty", s)
                                          for i, s in enumerate(g.sequence, 1))]
                 + ([("scm-defence", g.defence)] if g.defence is not None else [])]
-    teachers += [{"teacher_arch": c.teacher_arch, "kind": "nasty-es",
-                  "accuracy": results[c.teacher_run.run_id].best_acc,
-                  "run_id": c.teacher_run.run_id, "status": results[c.teacher_run.run_id].status}
+    teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id], scores)
                  for c in cells if c.teacher_kind == "nasty-es" and c.teacher_run is not None]
     teachers = list({(t["kind"], t["run_id"]): t for t in teachers}.values())
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
            "ablations": ablation_series(suite, records),
            "dataset": suite.dataset, "records": records, "kl": kl, "teachers": teachers,
+           "preflight": checks, "search": searches,
            "notes": suite.notes, "spec": suite.model_dump(mode="json"),
            "wall_time_s": time.perf_counter() - t0,
            "train_time_s": sum(results[r].wall_time_s for r in results)}
+    doc["claims"] = paper_claims(doc, suite.alpha)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", doc)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RECORD_FIELDS)
+    w = csv.DictWriter(buf, fieldnames=RECORD_FIELDS, extrasaction="ignore")
     w.writeheader()
     w.writerows(records)
     atomic_write_bytes(out_dir / "results.csv", buf.getvalue().encode())
     atomic_write_bytes(out_dir / "tables.md", render_tables(doc, suite).encode())
     return doc
+
+
+def _teacher_row(arch: str, kind: str, r: RunResult, scores: dict[str, float]) -> dict[str, Any]:
+    """A teacher's accuracy: the headline (final model on test), plus its evaluation split's."""
+    return {"teacher_arch": arch, "kind": kind, "accuracy": scores[r.run_id], "eval_acc": r.last_acc,
+            "eval_split": r.eval_split, "run_id": r.run_id, "status": r.status}
 
 
 def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -155,7 +255,7 @@ def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dic
             if r["ablation"] == ab.name:
                 label = f"{r['column']} {r['student_arch']} <- {r['teacher_arch']}"
                 acc.setdefault(label, [[] for _ in ab.values])[ab.values.index(r["x"])].append(
-                    r["best_acc"])
+                    headline(r))
         series = {k: [sum(v) / len(v) if v else None for v in vs] for k, vs in acc.items()}
         out.append({"name": ab.name, "param": ab.param, "x_label": ab.x_label or ab.param,
                     "x_values": ab.values, "series": series})

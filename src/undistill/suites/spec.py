@@ -64,6 +64,9 @@ class ScaleSpec(_Strict):
     width: float = Field(1.0, gt=0.0, description="multiplier of every model width")
     epochs: int | None = Field(None, ge=1, description="epochs of every run (milestones scaled)")
     fraction: float | None = Field(None, gt=0.0, le=1.0)
+    student_fraction: float | None = Field(None, gt=0.0, le=1.0, description="the students' share "
+                                           "of the training set (default: fraction); teachers "
+                                           "use fraction")
     resize: int | None = Field(None, ge=4)
 
 
@@ -77,6 +80,28 @@ class DefenceSpec(_Strict):
     nasty_es: bool = True
     teachers: list[str] | None = Field(None, description="teacher architectures to defend "
                                        "(default: all)")
+
+
+class SearchSpec(_Strict):
+    """Choose method hyper-parameters inside the suite, on the validation split (never the test
+    set): for each teacher, student and method, a grid search (``undistill.search``) whose trials
+    are the seed-0 student runs themselves, so the chosen trial is reused as that cell."""
+
+    methods: list[Literal["htc", "scm", "skeptical+htc", "skeptical+scm"]] = Field(min_length=1)
+    grid: dict[str, list[float]] = Field(min_length=1, description="method parameter -> values")
+    trials: int | None = Field(None, ge=1, description="trials per search (a seeded random part "
+                               "of the grid); default: the whole grid")
+    study_seed: int = 0
+
+
+class PreflightSpec(_Strict):
+    """What the scale must show before its numbers mean anything (checked on the validation
+    split once teachers and vanilla students are trained; a miss is a warning in the report)."""
+
+    teacher_margin: float = Field(8.0, ge=0.0, description="normal teacher at least this many "
+                                  "points above every vanilla student")
+    nasty_drop: float = Field(2.0, ge=0.0, description="nasty teacher at most this many points "
+                              "below the normal teacher")
 
 
 class AblationSpec(_Strict):
@@ -111,6 +136,9 @@ class SuiteSpec(_Strict):
     defence: DefenceSpec = Field(default_factory=DefenceSpec)
     kl: bool = True
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    search: SearchSpec | None = None
+    preflight: PreflightSpec = Field(default_factory=PreflightSpec)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="significance level of the claims")
     ablations: list[AblationSpec] = Field(default_factory=list)
     scales: dict[str, ScaleSpec] = Field(default_factory=lambda: {"paper": ScaleSpec()})
     default_scale: str = "paper"
@@ -123,6 +151,9 @@ class SuiteSpec(_Strict):
                              f"{sorted(self.scales)}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
+        if self.search is not None and not float(self.data.get("val_fraction", 0.0)) > 0.0:
+            raise ValueError("search: needs a validation split, set data.val_fraction > 0 "
+                             "(hyper-parameters are never chosen on the test set)")
         return self
 
 
