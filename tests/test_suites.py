@@ -206,3 +206,59 @@ def test_several_seeds_show_mean_and_confidence_interval(tiny) -> None:
     row = next(line for line in table1(doc, spec) if line.startswith("| cnn | cnn |"))
     assert "72.00 ± 25.41 (n=2)" in row  # the headline test_acc, never the best epoch
     assert len(build_plan(spec).cells) == 2 * len(build_plan(tiny).cells)
+
+
+def test_suite_search_preflight_and_claims(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Hyper-parameters are chosen on the validation split by the suite itself (the chosen trial
+    is the seed-0 cell), a weak scale is flagged by the preflight, and every claim gets a
+    verdict computed from the per-seed records."""
+    from undistill.search import run_search  # noqa: F401  (the search the suite drives)
+
+    d = {**TINY, "ablations": [], "methods": ["vanilla", "nasty-kd", "htc"], "seeds": [0, 1],
+         "data": {"val_fraction": 0.2}, "defence": {"enabled": False, "nasty_es": False},
+         "search": {"methods": ["htc"], "grid": {"temperature": [4, 20]}, "trials": 2}}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    suite = load_suite(f)
+    rt = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
+    doc = reproduce(suite, rt, tmp_path / "out")
+    (search,) = doc["search"]
+    assert search["split"] == "val" and len(search["trials"]) == 2
+    chosen = search["chosen"]["temperature"]
+    best = max(search["trials"], key=lambda t: t["val_acc"])
+    assert chosen == best["params"]["temperature"]
+    htc = [r for r in doc["records"] if r["column"] == "htc"]
+    assert {r["params"]["temperature"] for r in htc} == {chosen}
+    seed0 = next(r for r in htc if r["seed"] == 0)
+    assert seed0["eval_split"] == "val"  # trained and judged on validation, scored on test after
+    trial_runs = json.loads((tmp_path / "out/search/cnn-cnn-htc/search.json").read_text())["trials"]
+    assert seed0["run_id"] in {t["run_id"] for t in trial_runs}  # the chosen trial is the cell
+    assert all(json.loads((rt.runs_dir / r["run_id"] / "test.json").read_text())["test_acc"]
+               == r["test_acc"] for r in doc["records"])
+    # the tiny teacher is no better than its students: the preflight says so, loudly
+    assert any(not c["ok"] for c in doc["preflight"]) and "preflight warning" in capsys.readouterr().err
+    claims = {c["claim"]: c for c in doc["claims"]}
+    assert "Nasty KD below Vanilla for cnn (teacher cnn)" in claims
+    assert all(c["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") for c in doc["claims"])
+    assert all(c["a"]["n"] == 2 for c in doc["claims"] if c["table"] == "table1")
+    tables = (tmp_path / "out/tables.md").read_text()
+    for text in ("Preflight", "chosen on the validation split", "what reproduces", "(n=2)"):
+        assert text in tables
+
+
+def test_search_needs_a_validation_split(tmp_path: Path) -> None:
+    d = {**TINY, "search": {"methods": ["htc"], "grid": {"temperature": [4, 20]}}}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="val_fraction"):
+        load_suite(f)
+
+
+def test_a_scale_can_be_a_suite_of_its_own() -> None:
+    plan = build_plan(load_suite("cifar10"), "cpu")
+    assert plan.suite.name == "cifar10-cpu" and plan.suite.dataset == "cifar10-jpeg"
+    normal, nasty = plan.groups[0].normal, plan.groups[0].nasty
+    assert normal.data.fraction == 1.0 and normal.data.val_fraction == 0.1
+    students = [c.run for c in plan.cells if c.column == "vanilla"]
+    assert {s.data.fraction for s in students} == {0.2} and {c.seed for c in plan.cells} == {0, 1, 2}
+    assert nasty.teachers == [normal]

@@ -167,6 +167,10 @@ def build_plan(suite: SuiteSpec, scale: str | None = None, chosen: Chosen | None
     """The suite's runs and cells; ``chosen`` overrides method parameters per (teacher arch,
     student arch, method), as found by the suite's search on the validation split."""
     scale_name, sc = scale_of(suite, scale)
+    if sc.suite is not None:  # a scale that is a suite of its own
+        from undistill.suites.spec import load_suite
+
+        return build_plan(load_suite(sc.suite), None, chosen)
     groups = [teacher_group(suite, t, sc) for t in suite.teachers]
     cells: list[Cell] = []
     for g in groups:

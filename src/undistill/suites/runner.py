@@ -193,6 +193,7 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
     t0 = time.perf_counter()
     executor = executor or LocalExecutor()
     plan = build_plan(suite, scale)
+    suite, scale = plan.suite, plan.scale  # a scale may name another suite
     results = dict(executor.run(_teacher_runs(plan), runtime))
     results.update(executor.run([c.run for c in plan.cells if c.column == "vanilla"
                                  and c.ablation is None], runtime))

@@ -68,6 +68,8 @@ class ScaleSpec(_Strict):
                                            "of the training set (default: fraction); teachers "
                                            "use fraction")
     resize: int | None = Field(None, ge=4)
+    suite: str | None = Field(None, description="this scale is another suite (a built-in name or "
+                              "a YAML path) with its own teachers, students, data and choices")
 
 
 class SCMSpec(_Strict):
