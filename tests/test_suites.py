@@ -260,5 +260,5 @@ def test_a_scale_can_be_a_suite_of_its_own() -> None:
     normal, nasty = plan.groups[0].normal, plan.groups[0].nasty
     assert normal.data.fraction == 1.0 and normal.data.val_fraction == 0.1
     students = [c.run for c in plan.cells if c.column == "vanilla"]
-    assert {s.data.fraction for s in students} == {0.2} and {c.seed for c in plan.cells} == {0, 1, 2}
+    assert {s.data.fraction for s in students} == {0.1} and {c.seed for c in plan.cells} == {0, 1, 2}
     assert nasty.teachers == [normal]
