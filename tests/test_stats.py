@@ -46,3 +46,14 @@ def test_judge_pass_fail_inconclusive() -> None:
     assert single.verdict == "INCONCLUSIVE" and single.p is None
     d = judge("hi > lo", hi, lo).as_dict()
     assert d["verdict"] == "PASS" and d["a"]["n"] == 3 and d["p"] < 0.05
+
+
+def test_paired_verdict_from_summary() -> None:
+    from undistill.stats import verdict_from_summary
+
+    # differences of mean -0.3, std 1 over 400 images: t = -6, clearly below zero
+    v = verdict_from_summary("a below b", -0.3, 1.0, 400, "<")
+    assert v["verdict"] == "PASS" and v["p"] == pytest.approx(st.t.cdf(-6.0, 399))
+    assert verdict_from_summary("a above b", -0.3, 1.0, 400, ">")["verdict"] == "FAIL"
+    assert verdict_from_summary("tiny", -0.01, 1.0, 100, "<")["verdict"] == "INCONCLUSIVE"
+    assert verdict_from_summary("one image", -1.0, 0.0, 1, "<")["verdict"] == "INCONCLUSIVE"
