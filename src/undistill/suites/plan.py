@@ -115,7 +115,7 @@ def teacher_group(suite: SuiteSpec, spec: TeacherSpec, scale: ScaleSpec) -> Teac
     d = suite.defence
     defended = d.enabled and (d.teachers is None or spec.arch in d.teachers)
     k = max(suite.scm.k, d.release if defended else 1)
-    chain = recipes.scm_sequence(nasty, k, optim=nasty_optim)
+    chain = recipes.scm_sequence(nasty, k, omega=suite.scm.omega, optim=nasty_optim)
     defence = chain[d.release - 1] if defended else None
     return TeacherGroup(spec, normal, nasty, chain[:suite.scm.k], defence)
 
@@ -243,14 +243,16 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                                         "scm": g.sequence}[kind]
                             params, data, run_method = {}, {}, method
                             if ab.param == "k":
-                                teachers = recipes.scm_sequence(g.nasty, int(x), optim=nasty_optim)
+                                teachers = recipes.scm_sequence(g.nasty, int(x), omega=suite.scm.omega,
+                                                                optim=nasty_optim)
                             elif ab.param == "sequence_arch":
                                 seq_optim = _optim(suite.dataset, x, sc,
                                                    g.spec.nasty.epochs or g.spec.epochs, {})
                                 width = None if ab.sequence_width is None else (
                                     ab.sequence_width * sc.width)
                                 teachers = recipes.scm_sequence(g.nasty, len(g.sequence), arch=x,
-                                                                width=width, optim=seq_optim)
+                                                                width=width, omega=suite.scm.omega,
+                                                                optim=seq_optim)
                             elif ab.param in ("fraction", "labels"):
                                 data = {ab.param: x}
                             elif ab.param == "data_free":

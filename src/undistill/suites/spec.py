@@ -74,6 +74,8 @@ class ScaleSpec(_Strict):
 
 class SCMSpec(_Strict):
     k: int = Field(4, ge=1, le=16, description="sequence length S^1..S^k")
+    omega: float | None = Field(None, ge=0.0, description="omega of G (Eq. 10) for S^2..S^k "
+                                "(default: the nasty teacher's)")
 
 
 class DefenceSpec(_Strict):
