@@ -83,6 +83,6 @@ def test_errors_are_clear(tmp_path: Path) -> None:
 
 
 def test_reproduce_dry_run_prints_plan_without_data() -> None:
-    r = invoke("reproduce", "cifar10", "--scale", "cpu", "--dry-run", "--data-root", "/nonexistent")
+    r = invoke("reproduce", "cifar10", "--scale", "paper", "--dry-run", "--data-root", "/nonexistent")
     assert r.exit_code == 0
     assert "32 runs" in r.stdout and "estimated training time" in r.stdout and "later" in r.stdout
