@@ -62,7 +62,8 @@ def machine_flops() -> float:
 
 #: (train images, test images, channels, size, classes) of the paper's datasets, so a plan can be
 #: costed on a machine that does not hold them
-KNOWN_SIZES = {"cifar10": (50000, 10000, 3, 32, 10), "cifar10-jpeg": (50000, 10000, 3, 32, 10), "cifar100": (50000, 10000, 3, 32, 100),
+KNOWN_SIZES = {"cifar10": (50000, 10000, 3, 32, 10), "cifar10-jpeg": (50000, 10000, 3, 32, 10),
+               "cifar100": (50000, 10000, 3, 32, 100),
                "tinyimagenet": (100000, 10000, 3, 64, 200)}
 
 
