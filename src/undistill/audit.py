@@ -53,7 +53,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
           sets: list[str] | None = None, margin: float = 5.0, device: str = "auto",
           progress: bool = False, runs_dir: Path | None = None,
           spec: InputSpec | dict[str, Any] | None = None, teacher_arch: str | None = None,
-          **client: Any) -> dict[str, Any]:
+          teacher_width: float = 1.0, **client: Any) -> dict[str, Any]:
     """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``."""
     from undistill.analysis import predict_logits
     from undistill.engine import select_device
@@ -67,8 +67,8 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     methods = list(methods)
     if not methods:
         raise ValueError("methods: give at least one attack")
-    t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, budget=budget,
-                     **client)
+    t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
+                     budget=budget, **client)
     ds = get_dataset(dataset, data_root)
     budgets = curve_budgets(budget, curve_points)
     curve_method = methods[0]

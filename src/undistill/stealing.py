@@ -75,12 +75,13 @@ def steal(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", method
           width: float = 1.0, labels: bool = True, epochs: int | None = None,
           params: dict[str, Any] | None = None, seed: int = 0, sets: list[str] | None = None,
           device: str = "auto", progress: bool = False, spec: InputSpec | dict[str, Any] | None = None,
-          teacher_arch: str | None = None, **client: Any) -> Any:
+          teacher_arch: str | None = None, teacher_width: float = 1.0, **client: Any) -> Any:
     """Train a ``method`` student of architecture ``arch`` against ``teacher``; returns the
     run's :class:`~undistill.engine.RunResult` (``run_dir`` holds it)."""
     from undistill.executor import ensure_trained
 
-    t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, budget=budget, **client)
+    t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
+                     budget=budget, **client)
     cfg = student_config(t, dataset, arch, method, budget, width, labels, epochs, params, seed, sets)
     runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress)
     return ensure_trained(cfg, runtime)
