@@ -191,8 +191,17 @@ class Teacher(nn.Module):
         Raises TeacherError for an answer that is not ``[1, C]``, holds NaN/inf, or has a class
         count other than ``num_classes`` (the spec's, else the bound dataset's).
         """
-        with torch.no_grad():
-            out = self._answer(self.probe_input())
+        x = self.probe_input()
+        try:
+            with torch.no_grad():
+                out = self._answer(x)
+        except TeacherError:
+            raise
+        except Exception as e:  # the model's own error on inputs it does not accept
+            first = str(e).strip().splitlines()[-1][:200] if str(e).strip() else ""
+            raise TeacherError(f"{self.source}: the model fails on the probe of shape "
+                               f"{list(x.shape)} (wrong image_size/channels?): "
+                               f"{type(e).__name__}: {first}") from None
         self.check_answer(out, 1)
         return out
 
