@@ -110,7 +110,7 @@ def test_input_conventions_from_yaml_beside_the_model(tmp_path: Path) -> None:
     x = seen[-1]
     assert x.shape == (2, 3, 16, 16)
     px = x * 0.25 + 0.5  # back to [0, 1] pixels
-    assert torch.allclose(px[:, 0], px[:, 2]) and 0.0 <= px.min() and px.max() <= 1.0 + 1e-5
+    assert torch.allclose(px[:, 0], px[:, 2]) and px.min() >= 0.0 and px.max() <= 1.0 + 1e-5
     raw = DS.train_images[:2].float() / 255
     up = nn.functional.interpolate(raw, size=(16, 16), mode="bilinear", align_corners=False)
     torch.testing.assert_close(px[:, :1], up, atol=1e-5, rtol=1e-5)
