@@ -3,6 +3,7 @@ conventions, identities in run ids, and clear errors for bad input."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -213,3 +214,33 @@ def test_factory_architecture_trains_as_a_student(runtime, factory: str) -> None
                         "optim": {"epochs": 1, "milestones": [], "batch_size": 256, "lr": 0.05}})
     res = ensure_trained(cfg, runtime)
     assert res.epochs_run == 1 and res.best_acc > 10.0
+
+
+def test_a_users_model_is_made_nasty_and_inspected(runtime, factory: str, tmp_path: Path) -> None:
+    """A state_dict of the user's own architecture is the adversary of a nasty teacher of that
+    architecture; ``undistill inspect`` measures both files alike."""
+    from typer.testing import CliRunner
+
+    from undistill.cli import app
+    from undistill.executor import ensure_trained
+    from undistill.runs import load_run_model
+
+    m = plain_module()
+    paths = save_all(m, tmp_path)
+    t = Teacher.from_state_dict(paths["safetensors"], factory).bind_dataset(DS)
+    t.probe()
+    cfg = parse_config({"data": {"name": "digits", "augment": False}, "model": {"arch": factory},
+                        "method": {"name": "nasty", "params": {"omega": 0.04, "temperature": 4}},
+                        "optim": {"epochs": 1, "milestones": [], "batch_size": 256, "lr": 0.05},
+                        "external_teachers": [t.config().model_dump()]})
+    res = ensure_trained(cfg, runtime)
+    nasty = load_run_model(cfg, runtime.runs_dir)
+    assert res.epochs_run == 1 and isinstance(nasty, nn.Sequential)  # the user's architecture
+    r = CliRunner().invoke(app, ["inspect", str(paths["onnx"]), "--dataset", "digits",
+                                 "--reference", str(paths["torchscript"]), "--json",
+                                 "--device", "cpu"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)
+    assert row["agreement"] == 100.0 and row["kl_T1"] < 1e-6 and 0 <= row["accuracy"] <= 100
+    r = CliRunner().invoke(app, ["inspect", str(paths["pt"]), "--dataset", "digits"])
+    assert r.exit_code == 2 and "give its architecture" in r.output

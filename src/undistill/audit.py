@@ -61,6 +61,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     from undistill.progress import Reporter
     from undistill.runs import get_dataset, load_run_model
     from undistill.stealing import open_teacher, student_config
+    from undistill.teachers.measure import test_logits
 
     out = Path(out)
     runs_dir = Path(runs_dir or out / "runs")
@@ -92,7 +93,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     if isinstance(t, RemoteTeacher):  # the owner's evaluation: outside the attack's budget
         attack_budget, t.__dict__["budget"] = t.budget, QueryBudget(None)
     try:
-        t_logits = predict_logits(t.to(dev).logits, ds.test_images, ds.mean, ds.std, device=dev)
+        t_logits = test_logits(t, ds, dev)
     finally:
         if isinstance(t, RemoteTeacher):
             t.__dict__["budget"] = attack_budget

@@ -132,6 +132,52 @@ def register(app: typer.Typer) -> None:
                    max_request_bytes=int(max_request_mb * (1 << 20)))
 
     @app.command()
+    def inspect(
+        teacher: TeacherSource,
+        dataset: Annotated[str, typer.Option(help="dataset whose test split is measured")],
+        reference: Annotated[str | None, typer.Option(help="another teacher (e.g. the normal "
+                                                      "one): KL to it and top-1 agreement")] = None,
+        temperature: Annotated[list[float] | None, typer.Option(help="KL temperatures")] = None,
+        spec_file: SpecFile = None, input_size: ImageSize = None, input_channels: Channels = None,
+        channel_order: Order = None, mean: Mean = None, std: Std = None,
+        num_classes: Classes = None, outputs: Outputs = None,
+        teacher_arch: TeacherArch = None, teacher_width: TeacherWidth = 1.0,
+        api_key_env: ApiKeyEnv = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        data_root: DataRoot = None,
+        device: Device = "auto",
+    ) -> None:
+        """Accuracy, softmax peaks, entropy (and KL to a reference) of any teacher on a test split."""
+        import json
+
+        from undistill.engine import select_device
+        from undistill.runs import get_dataset
+        from undistill.stealing import open_teacher
+        from undistill.teachers.measure import measure
+
+        try:
+            spec = spec_from(spec_file, input_size, input_channels, channel_order, mean, std,
+                             num_classes, outputs)
+            client = client_from(api_key_env, 4, None, 30.0, 5, 64)
+            t = open_teacher(teacher, dataset, data_root, spec=spec, arch=teacher_arch,
+                             width=teacher_width, **client)
+            ref = (open_teacher(reference, dataset, data_root, **client)
+                   if reference is not None else None)
+            row = measure(t, get_dataset(dataset, data_root), ref,
+                          temperatures=tuple(temperature or [1.0]), device=select_device(device))
+        except errors() as e:
+            fail(str(e))
+        if as_json:
+            print(json.dumps(row))
+            return
+        out.print(f"{row['teacher']['kind']} teacher {row['teacher']['identity']} on the {dataset} "
+                  f"test split: accuracy {row['accuracy']:.2f}%, peaks>0.1 {row['peaks']:.2f}, "
+                  f"entropy {row['entropy']:.3f}, max prob {row['max_prob']:.3f}", markup=False)
+        if ref is not None:
+            kls = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("kl_T"))
+            out.print(f"vs {reference}: agreement {row['agreement']:.2f}%, {kls}", markup=False)
+
+    @app.command()
     def audit(
         teacher: TeacherSource,
         dataset: Annotated[str, typer.Option(help="dataset the attacks draw their queries from")],
