@@ -19,7 +19,15 @@ from starlette.routing import Route
 from torch import nn
 
 from undistill.runs import get_dataset
-from undistill.serve import BackgroundServer, create_app, labels_only, make_policy, rounded, top_k
+from undistill.serve import (
+    BackgroundServer,
+    ServeStats,
+    create_app,
+    labels_only,
+    make_policy,
+    rounded,
+    top_k,
+)
 from undistill.stealing import steal
 from undistill.teachers import Teacher, TeacherError
 from undistill.teachers.remote import RemoteTeacher
@@ -48,7 +56,7 @@ def model_file(tmp_path: Path) -> Path:
 
 def served(model_file: Path, **options):
     t = Teacher.open(model_file).bind_dataset(DS)
-    app = create_app(t, **options)
+    app = create_app(t, stats=ServeStats(track_inputs=True), **options)
     return app, BackgroundServer(app)
 
 

@@ -75,18 +75,21 @@ def make_policy(name: str, k: int = 1, decimals: int = 2) -> OutputPolicy:
 
 
 class ServeStats:
-    """What the server answered (thread-safe): requests, images, and how often each input."""
+    """What the server answered (thread-safe): requests, images, and, with ``track_inputs``, how
+    often each input (by hash; memory grows with the distinct inputs: for tests and audits)."""
 
-    def __init__(self) -> None:
+    def __init__(self, track_inputs: bool = False) -> None:
         self.requests = 0
         self.images = 0
+        self.track_inputs = track_inputs
         self.per_input: Counter[str] = Counter()
         self.lock = threading.Lock()
 
-    def add(self, keys: list[str]) -> None:
+    def add(self, x: torch.Tensor) -> None:
+        keys = [input_key(row) for row in x.numpy()] if self.track_inputs else []
         with self.lock:
             self.requests += 1
-            self.images += len(keys)
+            self.images += int(x.shape[0])
             self.per_input.update(keys)
 
 
@@ -173,7 +176,7 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
         if x.dim() != 4 or list(x.shape[1:]) != want or x.shape[0] < 1:
             return error(400, f"input shape {shape}; expected [N, {', '.join(map(str, want))}]")
         probs = await run_in_threadpool(answer, x)
-        stats.add([input_key(row) for row in x.numpy()])
+        stats.add(x)
         return JSONResponse({"model_name": name, "outputs": [{
             "name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
             "data": probs.reshape(-1).tolist()}]})
