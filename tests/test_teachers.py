@@ -150,7 +150,7 @@ def test_bad_files_and_answers_get_clear_errors(tmp_path: Path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.flatten(1)[:, :10] * float("nan")
 
-    torch.jit.save(torch.jit.script(NaNs()), tmp_path / "nan.ts")
+    torch.jit.save(torch.jit.trace(NaNs(), torch.randn(2, 1, 8, 8)), tmp_path / "nan.ts")
     with pytest.raises(TeacherError, match="NaN or infinite"):
         Teacher.open(tmp_path / "nan.ts").bind_dataset(DS).probe()
     with pytest.raises(TeacherError, match=r"fails on the probe of shape \[1, 1, 9, 9\]"):
