@@ -186,6 +186,9 @@ def register(app: typer.Typer) -> None:
                           ] = 1000,
         out_dir: Annotated[Path, typer.Option("--out", help="where audit.json and report.md go")
                            ] = Path("audit"),
+        runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where the students and "
+                                                      "the answer cache go (default: OUT/runs)")
+                            ] = None,
         methods: Annotated[str, typer.Option(help="attacks, comma-separated")
                            ] = "kd,htc,skeptical,hard-label",
         curve_points: Annotated[int, typer.Option(help="budgets on the accuracy-vs-queries curve")
@@ -215,7 +218,7 @@ def register(app: typer.Typer) -> None:
             doc = run_audit(teacher, dataset, arch, budget, out_dir, data_root=data_root,
                             methods=[m.strip() for m in methods.split(",") if m.strip()],
                             curve_points=curve_points, epochs=epochs, width=width, seed=seed,
-                            sets=sets, device=device, progress=progress, spec=spec,
+                            sets=sets, device=device, progress=progress, runs_dir=runs_dir, spec=spec,
                             teacher_arch=teacher_arch, teacher_width=teacher_width, **client)
         except errors() as e:
             fail(str(e))
