@@ -244,3 +244,14 @@ def test_a_users_model_is_made_nasty_and_inspected(runtime, factory: str, tmp_pa
     assert row["agreement"] == 100.0 and row["kl_T1"] < 1e-6 and 0 <= row["accuracy"] <= 100
     r = CliRunner().invoke(app, ["inspect", str(paths["pt"]), "--dataset", "digits"])
     assert r.exit_code == 2 and "give its architecture" in r.output
+
+
+def test_url_teachers_reject_bad_settings_before_any_request() -> None:
+    with pytest.raises(TeacherError, match="not an http"):
+        Teacher.from_url("ftp://example/model")
+    with pytest.raises(TeacherError, match="input channels and size unknown"):
+        Teacher.from_url("http://127.0.0.1:9/v2/models/m").probe()  # nothing is sent
+    with pytest.raises(TeacherError, match="batch_size, concurrency >= 1"):
+        Teacher.from_url("http://127.0.0.1:9/v2/models/m", concurrency=0)
+    with pytest.raises(TeacherError, match="identity unknown until the teacher is probed"):
+        Teacher.from_url("http://127.0.0.1:9/v2/models/m").identity  # noqa: B018
