@@ -1,3 +1,17 @@
-"""undistill: knowledge-distillation model stealing, its defences and its measurement."""
+"""undistill: knowledge-distillation model stealing, its defences and its measurement.
+
+The Python API for teachers from anywhere (docs/teachers.md): ``undistill.Teacher``
+(``Teacher.open(path_or_url)``, ``Teacher.from_onnx(...)``, ...), ``undistill.steal(...)``,
+``undistill.audit(...)`` and ``undistill.serve(...)``. They are imported here, after the
+submodules of the same name, so ``undistill.audit`` is the function (its module stays
+``sys.modules["undistill.audit"]``).
+"""
 
 __version__ = "0.1.0"
+
+from undistill.audit import audit  # noqa: E402
+from undistill.serve import serve  # noqa: E402
+from undistill.stealing import steal  # noqa: E402
+from undistill.teachers import Teacher, TeacherError  # noqa: E402
+
+__all__ = ["Teacher", "TeacherError", "__version__", "audit", "serve", "steal"]

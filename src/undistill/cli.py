@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from undistill import cli_teachers as ct
 from undistill.checkpoint import CheckpointError
 from undistill.config import ConfigError, RunConfig, Runtime, load_config
 from undistill.data import DatasetError
@@ -246,8 +247,8 @@ def scm(
 
 @app.command()
 def steal(
-    teachers: Annotated[list[Path], typer.Argument(help="teacher run directories (several: "
-                                                   "ensembled, e.g. an SCM sequence)")],
+    teachers: Annotated[list[Path] | None, typer.Argument(help="teacher run directories (several: "
+                                                          "ensembled, e.g. an SCM sequence)")] = None,
     arch: Annotated[str, typer.Option(help="student architecture")] = "cnn",
     method: Annotated[str, typer.Option(help="vanilla, kd, htc, scm, skeptical, skeptical+htc, "
                                         "skeptical+scm; data-free (no data at all, Table 4): "
@@ -260,10 +261,34 @@ def steal(
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="instead of run directories: a "
+                                                "model file or URL (docs/teachers.md)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="with --teacher: the dataset to steal with")
+                       ] = None,
+    budget: Annotated[int | None, typer.Option(help="with --teacher: images the teacher may be "
+                                               "asked about (probe included)")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    spec_file: ct.SpecFile = None, teacher_arch: ct.TeacherArch = None,
+    teacher_width: ct.TeacherWidth = 1.0, api_key_env: ct.ApiKeyEnv = None,
+    concurrency: ct.Concurrency = 4, rate: ct.Rate = None, timeout: ct.Timeout = 30.0,
+    retries: ct.Retries = 5, request_batch: ct.RequestBatch = 64,
 ) -> None:
     """Train a stealing student from one teacher or an ensemble (every method of Table 1)."""
     from undistill.recipes import DATA_FREE, data_free_student, student, with_overrides
 
+    if teacher is not None or not teachers:
+        if teacher is None or teachers:
+            fail("give teacher run directories, or one --teacher model file or URL")
+        try:
+            res = ct.steal_external(
+                teacher, dataset, arch, method, budget, width, labels, seed, sets, runs_dir,
+                data_root, device, progress, ct.spec_from(spec_file, *[None] * 7), teacher_arch,
+                teacher_width, ct.client_from(api_key_env, concurrency, rate, timeout, retries,
+                                              request_batch))
+        except ct.cli_errors() as e:
+            fail(str(e))
+        _report(f"{method} student {arch}", res)
+        return
     tcfgs = [_teacher_run(t) for t in teachers]
     try:
         if method in DATA_FREE:  # generated images only: --fraction/--no-labels do not apply
@@ -498,6 +523,9 @@ def search(
         out.print(f"final run {fin['run_id']} on the full training set: {fin['best_acc']:.2f}% "
                   f"best, {fin['last_acc']:.2f}% last on {fin['eval_split']}", markup=False)
     out.print(f"written: {out_dir}/search.json", markup=False)
+
+
+ct.register(app)
 
 
 def main() -> None:

@@ -49,16 +49,20 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: str
+    arch: str = Field(description="a zoo architecture, or a factory `package.module:function`")
     width: float = Field(1.0, gt=0.0, le=4.0, description="channel multiplier")
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
         from undistill.models import MODELS
+        from undistill.models.factory import is_factory, load_factory
 
-        if v not in MODELS:
-            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(MODELS.names())}")
+        if is_factory(v):
+            load_factory(v)  # raises a ValueError naming what cannot be imported
+        elif v not in MODELS:
+            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(MODELS.names())}, "
+                             f"or a factory package.module:function")
         return v
 
 
@@ -104,6 +108,76 @@ class MethodConfig(_Strict):
         return self
 
 
+class InputSpec(_Strict):
+    """What a model from outside expects and answers; unset fields follow the dataset's own."""
+
+    image_size: int | None = Field(None, ge=1, le=4096, description="square input size (pixels)")
+    channels: int | None = Field(None, ge=1, le=4, description="input channels (1 grey, 3 colour)")
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    mean: list[float] | None = Field(None, description="per-channel mean the model subtracts from "
+                                     "[0, 1] pixels ([0] with std [1]: raw [0, 1] input)")
+    std: list[float] | None = None
+    num_classes: int | None = Field(None, ge=2)
+    outputs: Literal["auto", "logits", "probs"] = Field("auto", description="what the model "
+                                                        "answers; auto: probabilities if every "
+                                                        "row of the probe's answer sums to 1")
+
+    @model_validator(mode="after")
+    def _norm(self) -> InputSpec:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std: give both or neither")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std {len(self.std)}")
+        return self
+
+
+class ClientConfig(_Strict):
+    """How a URL teacher is asked (never part of a run's identity)."""
+
+    batch_size: int = Field(64, ge=1, description="images per request")
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    rate: float | None = Field(None, gt=0, description="requests per second at most")
+    timeout: float = Field(30.0, gt=0, description="seconds per request")
+    retries: int = Field(5, ge=0, description="retries of a failed request (exponential backoff)")
+    backoff: float = Field(0.5, ge=0, description="first backoff wait (s), doubling per retry")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key "
+                                    "(the key itself is never written to a config)")
+
+    def options(self) -> dict[str, Any]:
+        import os
+
+        d = self.model_dump(exclude={"api_key_env"})
+        if self.api_key_env:
+            if self.api_key_env not in os.environ:
+                raise ValueError(f"client.api_key_env: ${self.api_key_env} is not set")
+            d["api_key"] = os.environ[self.api_key_env]
+        return d
+
+
+class ExternalTeacherConfig(_Strict):
+    """A frozen teacher from outside the runs directory (see docs/teachers.md)."""
+
+    source: str = Field(description="a model file (.pt/.ts TorchScript, .pt2 torch.export, .onnx, "
+                        ".safetensors/.pt state_dict) or an http(s) URL of an Open Inference "
+                        "Protocol model")
+    kind: Literal["torchscript", "export", "onnx", "state_dict", "url"]
+    identity: str = Field(min_length=8, description="content hash of the file, or of the URL and "
+                          "its answer to the fixed probe; part of every dependent run's id")
+    arch: str | None = Field(None, description="state_dict: zoo architecture or factory "
+                             "package.module:function")
+    width: float = Field(1.0, gt=0.0, le=4.0)
+    spec: InputSpec = Field(default_factory=InputSpec)
+    client: ClientConfig = Field(default_factory=ClientConfig)
+
+    @model_validator(mode="after")
+    def _arch(self) -> ExternalTeacherConfig:
+        if self.kind == "state_dict" and not self.arch:
+            raise ValueError("arch: a state_dict teacher needs a zoo architecture or a factory")
+        return self
+
+
 class RunConfig(_Strict):
     """Everything that decides what a run learns."""
 
@@ -113,6 +187,12 @@ class RunConfig(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     teachers: list[RunConfig] = Field(default_factory=list, description="frozen models the method "
                                       "learns from (or against); several are ensembled")
+    external_teachers: list[ExternalTeacherConfig] = Field(
+        default_factory=list, description="teachers from model files or URLs, ensembled with "
+        "`teachers`")
+    budget: int | None = Field(None, ge=2, description="images the teacher may be asked about: "
+                               "one probe plus the first budget-1 training images, the student's "
+                               "whole training set (augmentation off)")
     seed: int = 0
     stop_at_acc: float | None = Field(None, gt=0.0, le=100.0, description="stop at the first epoch "
                                       "whose evaluation accuracy (%) reaches this (Nasty-ES)")
@@ -123,7 +203,7 @@ class RunConfig(_Strict):
         from undistill.methods import METHODS
 
         cls = METHODS.get(self.method.name)
-        n = len(self.teachers)
+        n = len(self.teachers) + len(self.external_teachers)
         if n < cls.min_teachers or (cls.max_teachers is not None and n > cls.max_teachers):
             hi = "any number" if cls.max_teachers is None else cls.max_teachers
             raise ValueError(f"teachers: method {self.method.name!r} takes {cls.min_teachers} to "
@@ -135,6 +215,12 @@ class RunConfig(_Strict):
             if t.data.name != self.data.name:
                 raise ValueError(f"teachers.{i}: trained on {t.data.name!r} but this run uses "
                                  f"{self.data.name!r}")
+        if self.budget is not None:
+            if n == 0:
+                raise ValueError("budget: a query budget needs a teacher to query")
+            if self.data.augment:
+                raise ValueError("data.augment: a budgeted attack asks about each image once; "
+                                 "set data.augment=false")
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -145,11 +231,16 @@ class RunConfig(_Strict):
         existing runs unchanged. Changing a default value is therefore a breaking change.
         Method parameters are stored with their defaults filled in, so they always count.
         """
-        d = self.model_dump(mode="json", exclude={"name", "teachers"}, exclude_defaults=True)
+        d = self.model_dump(mode="json", exclude={"name", "teachers", "external_teachers"},
+                            exclude_defaults=True)
         d["data"]["name"] = self.data.name
         d["model"]["arch"] = self.model.arch
         d["method"] = {"name": self.method.name, "params": self.method.params}
         d["teachers"] = [t.run_id for t in self.teachers]
+        if self.external_teachers:
+            d["external_teachers"] = [t.model_dump(mode="json", exclude={"source", "client"},
+                                                   exclude_defaults=True) | {"identity": t.identity}
+                                      for t in self.external_teachers]
         return d
 
     @property

@@ -71,6 +71,7 @@ from undistill.runs import (
     load_teacher,
     read_result,
     run_dir,
+    transfer_limit,
 )
 
 EVAL_BATCH = 512
@@ -338,7 +339,7 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
 
 def build_method(cfg: RunConfig, runtime: Runtime, device: torch.device) -> tuple[Method, Any]:
     """Student (seeded init), teacher and method for a run, on ``device``."""
-    views = data_views(cfg.data, runtime.data_root)
+    views = data_views(cfg.data, runtime.data_root, limit=transfer_limit(cfg))
     torch.manual_seed(cfg.seed)
     student = build_student(cfg, views.dataset)
     teacher = load_teacher(cfg, runtime.runs_dir, runtime.data_root, device)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 #: The paper's colours in Fig. 1: the target class maroon, the other classes orange.
 TARGET_COLOR = "#800000"
@@ -174,6 +175,7 @@ def line_plot(x_values: Sequence[Any], series: Mapping[str, Sequence[float | Non
         ax.plot(pos, y, marker="o", markersize=4, linewidth=1.5, label=str(label))
     if logx and numeric:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # only the given values are labelled
     ax.set_xticks(pos)
     ax.set_xticklabels([f"{x:g}" if numeric else str(x) for x in xs], fontsize=8)
     ax.set_xlabel(xlabel)

@@ -93,8 +93,12 @@ def scm_sequence(nasty: RunConfig, k: int, arch: str | None = None, width: float
 def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str,
             params: dict[str, Any] | None = None, width: float = 1.0, dataset: str | None = None,
             optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-            seed: int = 0, name: str = "") -> RunConfig:
+            seed: int = 0, name: str = "", external: list[Any] | None = None,
+            budget: int | None = None) -> RunConfig:
     """A stealing student; ``method`` is a registered method name (vanilla takes no teacher).
+
+    ``external``: teachers from files or URLs (:class:`~undistill.config.ExternalTeacherConfig`);
+    ``budget``: the query budget (augmentation is then off).
 
     The data-free methods (:data:`DATA_FREE`) go to :func:`data_free_student` (``dataset`` must
     then be the teachers')."""
@@ -122,6 +126,11 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
         "seed": seed,
         "name": name or f"{method} {arch}",
     }
+    if external:
+        d["external_teachers"] = [e.model_dump() if hasattr(e, "model_dump") else e for e in external]
+    if budget is not None:
+        d["budget"] = budget
+        d["data"]["augment"] = False
     return parse_config(d)
 
 

@@ -24,6 +24,7 @@ CONFIG = "config.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
+ANSWERS = "answers.sqlite"  # the black-box answer cache, shared by the runs of a runs directory
 
 
 def run_dir(cfg: RunConfig, runs_dir: Path) -> Path:
@@ -83,8 +84,11 @@ class DataViews:
     eval_split: str  # "test", or "val" when a validation split is carved out
 
 
-def data_views(cfg: DataConfig, data_root: Path | None) -> DataViews:
-    """Apply the validation split, then the limited-data fraction, to the training set."""
+def data_views(cfg: DataConfig, data_root: Path | None, limit: int | None = None) -> DataViews:
+    """Apply the validation split, then the limited-data fraction, to the training set.
+
+    ``limit``: keep at most this many training images (a fixed random choice, seeded by
+    ``subset_seed``): a query-budgeted attack's transfer set."""
     ds = get_dataset(cfg.name, data_root, cfg.resize)
     idx = torch.arange(ds.train_labels.numel())
     if cfg.val_fraction > 0:
@@ -94,6 +98,9 @@ def data_views(cfg: DataConfig, data_root: Path | None) -> DataViews:
         ev_x, ev_y, split = ds.test_images, ds.test_labels, "test"
     if cfg.fraction < 1.0:
         idx = idx[subset_indices(idx.numel(), cfg.fraction, cfg.subset_seed)]
+    if limit is not None and limit < idx.numel():
+        idx = idx[torch.randperm(idx.numel(), generator=torch.Generator().manual_seed(cfg.subset_seed))
+                  [:limit]]
     return DataViews(ds, ds.train_images[idx], ds.train_labels[idx], ev_x, ev_y, split)
 
 
@@ -122,9 +129,29 @@ def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None
     return model.to(device).eval()
 
 
+def transfer_limit(cfg: RunConfig) -> int | None:
+    """Training images a budgeted attack asks about: the budget less the one probe image."""
+    return None if cfg.budget is None else cfg.budget - 1
+
+
 def load_teacher(cfg: RunConfig, runs_dir: Path, data_root: Path | None,
                  device: str | torch.device = "cpu") -> Teacher | None:
-    """The run's teachers as one frozen (ensemble) teacher; None for a run without teachers."""
-    if not cfg.teachers:
+    """The run's teachers (runs, then external ones) as one frozen ensemble; None without any.
+
+    External teachers are opened, bound to the run's dataset, probed once and checked against
+    their identity (:func:`undistill.teachers.open_config`); URL teachers answer through the
+    answer cache ``runs_dir/answers.sqlite`` within the run's query budget.
+    """
+    if not cfg.teachers and not cfg.external_teachers:
         return None
-    return Teacher([load_run_model(t, runs_dir, data_root, device=device) for t in cfg.teachers])
+    members: list[torch.nn.Module] = [load_run_model(t, runs_dir, data_root, device=device)
+                                      for t in cfg.teachers]
+    if cfg.external_teachers:
+        from undistill.teachers import open_config
+
+        ds = get_dataset(cfg.data.name, data_root, cfg.data.resize)
+        for e in cfg.external_teachers:
+            client = ({"cache": Path(runs_dir) / ANSWERS, "budget": cfg.budget, **e.client.options()}
+                      if e.kind == "url" else {})
+            members.append(open_config(e, ds, **client).to(device))
+    return Teacher(members)

@@ -86,8 +86,9 @@ class Teacher:
         """Whether the members can run as one vmapped module (same architecture and shapes)."""
         if self._stackable is None:
             first = _signature(self.models[0])
-            self._stackable = len(self.models) > 1 and all(_signature(m) == first
-                                                           for m in self.models[1:])
+            self._stackable = (len(self.models) > 1
+                               and all(isinstance(m, ZooModel) for m in self.models)
+                               and all(_signature(m) == first for m in self.models[1:]))
         return self._stackable
 
     def uses_vmap(self, device: torch.device | str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from undistill.models import cnn, mobilenetv2, resnet, shufflenetv2  # noqa: F401  (registration)
 from undistill.models.base import MODELS, ModelOutput, ZooModel, count_parameters
+from undistill.models.factory import build_from_factory, is_factory
 from undistill.models.generator import Generator
 
 __all__ = [
@@ -35,6 +36,8 @@ def build_model(
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+    if is_factory(arch):
+        return build_from_factory(arch, num_classes, in_channels, width, image_size)  # type: ignore[return-value]
     builder = MODELS.get(arch)
     return builder(num_classes, in_channels=in_channels, width=width, image_size=image_size)
 

@@ -1,0 +1,161 @@
+""""Can my model be stolen?": attacks at a query budget against any teacher, and a verdict.
+
+``audit(teacher, dataset, arch, budget, out)`` runs KD, HTC, the Skeptical student and the
+hard-label attack (by default) against the teacher, each with ``budget`` images (one probe plus
+``budget - 1`` training images, no labels: the attacker only has the teacher's answers), plus an
+accuracy-vs-queries curve (the first method at several smaller budgets), and writes:
+
+* ``out/audit.json``: ``teacher`` (its accuracy on the test set, identity), ``attacks`` (a list of
+  ``{method, arch, accuracy, agreement, queries}``; accuracy of the student's *last* checkpoint on
+  the test set, agreement = top-1 agreement with the teacher on the test set, queries = images the
+  attack may send), ``curve`` and the ``verdict``;
+* ``out/report.md`` with the verdict, the table and the curve (``out/curve.png``).
+
+The smaller budgets' transfer sets are prefixes of the larger one's (one fixed permutation), and
+every answer goes through one answer cache, so the whole audit sends at most ``budget`` images to a
+URL teacher. Scoring the teacher on the test set is the owner's own evaluation: those queries are
+outside the budget (and cached too).
+
+Verdict: *stealable* when the best attack's accuracy is within ``margin`` points (default 5) of the
+teacher's, else *not stolen at this budget*.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from undistill.checkpoint import atomic_write_json
+from undistill.config import InputSpec, Runtime
+from undistill.teachers import Teacher
+from undistill.teachers.remote import QueryBudget, RemoteTeacher
+
+DEFAULT_METHODS = ("kd", "htc", "skeptical", "hard-label")
+#: Without labels, the Skeptical student distils from the first epoch (no label-only warm-up).
+NO_LABEL_PARAMS: dict[str, dict[str, Any]] = {"skeptical": {"kd_delay": -1}}
+
+
+def curve_budgets(budget: int, points: int = 4) -> list[int]:
+    """``budget``, ``budget/2``, ``budget/4`` ... (``points`` of them, each at least 2), ascending."""
+    return sorted({max(2, budget // (2 ** i)) for i in range(points)})
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item()
+
+
+def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget: int = 1000,
+          out: Path = Path("audit"), *, data_root: Path | None = None,
+          methods: tuple[str, ...] | list[str] = DEFAULT_METHODS, curve_points: int = 4,
+          epochs: int | None = None, width: float = 1.0, seed: int = 0,
+          sets: list[str] | None = None, margin: float = 5.0, device: str = "auto",
+          progress: bool = False, runs_dir: Path | None = None,
+          spec: InputSpec | dict[str, Any] | None = None, teacher_arch: str | None = None,
+          teacher_width: float = 1.0, **client: Any) -> dict[str, Any]:
+    """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``."""
+    from undistill.analysis import predict_logits
+    from undistill.engine import select_device
+    from undistill.executor import LocalExecutor
+    from undistill.progress import Reporter
+    from undistill.runs import get_dataset, load_run_model
+    from undistill.stealing import open_teacher, student_config
+    from undistill.teachers.measure import test_logits
+
+    out = Path(out)
+    runs_dir = Path(runs_dir or out / "runs")
+    methods = list(methods)
+    if not methods:
+        raise ValueError("methods: give at least one attack")
+    t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
+                     budget=budget, **client)
+    ds = get_dataset(dataset, data_root)
+    budgets = curve_budgets(budget, curve_points)
+    curve_method = methods[0]
+    plans: dict[tuple[str, int], Any] = {}
+    for m in methods:
+        plans[(m, budget)] = student_config(t, dataset, arch, m, budget, width, labels=False,
+                                            epochs=epochs, params=NO_LABEL_PARAMS.get(m),
+                                            seed=seed, sets=sets,
+                                            name=f"audit {m} {arch} @{budget}")
+    for b in budgets:
+        plans.setdefault((curve_method, b), student_config(
+            t, dataset, arch, curve_method, b, width, labels=False, epochs=epochs,
+            params=NO_LABEL_PARAMS.get(curve_method), seed=seed,
+            sets=sets, name=f"audit {curve_method} {arch} @{b}"))
+    runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress)
+    # the largest budget first: smaller transfer sets are its prefixes, answered from the cache
+    order = sorted(plans, key=lambda k: -k[1])
+    LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
+
+    dev = select_device(device)
+    if isinstance(t, RemoteTeacher):  # the owner's evaluation: outside the attack's budget
+        attack_budget, t.__dict__["budget"] = t.budget, QueryBudget(None)
+    try:
+        t_logits = test_logits(t, ds, dev)
+    finally:
+        if isinstance(t, RemoteTeacher):
+            t.__dict__["budget"] = attack_budget
+    labels = ds.test_labels
+    t_acc = 100.0 * (t_logits.argmax(1) == labels).float().mean().item()
+
+    def score(cfg: Any) -> tuple[float, float]:
+        model = load_run_model(cfg, runs_dir, data_root, which="last", device=dev)
+        with torch.no_grad():
+            s = predict_logits(model, ds.test_images, ds.mean, ds.std, device=dev)
+        return 100.0 * (s.argmax(1) == labels).float().mean().item(), _agreement(s, t_logits)
+
+    attacks = []
+    for m in methods:
+        acc, agr = score(plans[(m, budget)])
+        attacks.append({"method": m, "arch": arch, "accuracy": acc, "agreement": agr,
+                        "queries": budget, "run_id": plans[(m, budget)].run_id})
+    curve = []
+    for b in budgets:
+        acc, agr = score(plans[(curve_method, b)])
+        curve.append({"method": curve_method, "queries": b, "accuracy": acc, "agreement": agr})
+    best = max(attacks, key=lambda a: a["accuracy"])
+    stolen = best["accuracy"] >= t_acc - margin
+    verdict = (f"stealable: with {budget} queries, {best['method']} reaches "
+               f"{best['accuracy']:.2f}% (teacher {t_acc:.2f}%, {best['agreement']:.1f}% "
+               f"agreement)" if stolen else
+               f"not stolen at {budget} queries: the best attack ({best['method']}) reaches "
+               f"{best['accuracy']:.2f}% against the teacher's {t_acc:.2f}% "
+               f"(more than {margin:g} points below)")
+    doc = {"teacher": {"accuracy": t_acc, **t.describe()}, "dataset": dataset, "budget": budget,
+           "split": "test", "attacks": attacks, "curve": curve, "stealable": stolen,
+           "margin": margin, "verdict": verdict}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "audit.json", doc)
+    _report(doc, out)
+    return doc
+
+
+def _report(doc: dict[str, Any], out: Path) -> None:
+    from undistill.plots import line_plot
+
+    curve = doc["curve"]
+    line_plot([c["queries"] for c in curve],
+              {f"{curve[0]['method']} student": [c["accuracy"] for c in curve],
+               "teacher": [doc["teacher"]["accuracy"]] * len(curve)},
+              "queries (images sent to the teacher)", "test accuracy (%)",
+              f"accuracy vs queries on {doc['dataset']}", out / "curve.png", logx=True)
+    lines = ["# Audit: can this model be stolen?", "",
+             f"Teacher `{doc['teacher']['source']}` ({doc['teacher']['kind']}, identity "
+             f"`{doc['teacher']['identity']}`): {doc['teacher']['accuracy']:.2f}% on the "
+             f"{doc['dataset']} test set.", "",
+             f"**Verdict: {doc['verdict']}.**", "",
+             "| attack | student | accuracy (%) | agreement with teacher (%) | queries |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {a['method']} | {a['arch']} | {a['accuracy']:.2f} | {a['agreement']:.2f} | "
+              f"{a['queries']} |" for a in doc["attacks"]]
+    lines += ["", f"## Accuracy vs queries ({curve[0]['method']})", "",
+              "| queries | accuracy (%) | agreement (%) |", "|---|---|---|"]
+    lines += [f"| {c['queries']} | {c['accuracy']:.2f} | {c['agreement']:.2f} |" for c in curve]
+    lines += ["", "![accuracy vs queries](curve.png)", "",
+              "Accuracy: the student's last checkpoint on the test set; agreement: top-1 agreement "
+              "with the teacher on the test set; queries: images the attack may send (one probe "
+              "plus its training images). Students learn from the teacher's answers only (no "
+              "labels).", ""]
+    (out / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,290 @@
+"""One teacher abstraction: a frozen classifier from anywhere, answering logits for a batch.
+
+A :class:`Teacher` takes images normalised the way this toolkit's data pipeline normalises them
+(``bind`` tells it the dataset's mean/std, channels and size), converts them to the conventions
+the model expects (:class:`~undistill.config.InputSpec`: size, channel order, mean/std), asks the
+model, and returns logits (answers that are probabilities become ``log p``). Every source --
+TorchScript, ``torch.export``, ONNX, a state_dict, a run directory, a URL -- is one subclass that
+implements :meth:`Teacher._answer` on inputs already in the model's own conventions.
+
+One probe call (:meth:`Teacher.probe`) checks the conventions before any training: the answer
+must be ``[1, num_classes]`` and finite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from undistill.config import ExternalTeacherConfig, InputSpec
+
+PROB_FLOOR = 1e-8  # log of a zero probability (top-k, rounded or label-only answers)
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot be opened or answers wrongly; the message names the source."""
+
+
+class BudgetExhausted(TeacherError):
+    """The query budget would be exceeded; nothing beyond it was sent."""
+
+
+@runtime_checkable
+class TeacherProtocol(Protocol):
+    """What every attack and analysis needs from a teacher (a :class:`Teacher`, or the ensemble
+    :class:`undistill.methods.Teacher` of runs and external members)."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Teacher(nn.Module):
+    """A frozen model from outside this toolkit's runs (or a run, for serving and auditing).
+
+    Construct with :meth:`open` (detects the kind from the source), or ``from_torchscript``,
+    ``from_export``, ``from_onnx``, ``from_state_dict``, ``from_url``, ``from_run``.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, source: str, spec: InputSpec | None = None) -> None:
+        super().__init__()
+        self.source = str(source)
+        self.spec = spec or InputSpec()
+        self._digest: str | None = None
+        self._data: tuple[tuple[float, ...], tuple[float, ...], int, int] | None = None
+        self.requires_grad_(False)
+
+    # ---------------------------------------------------------------- identity and conventions
+    @property
+    def identity(self) -> str:
+        """Content hash (files), run id (runs), or URL + probe answer hash (URLs)."""
+        if self._digest is None:
+            self._digest = f"{self.kind}:{file_digest(Path(self.source))[:24]}"
+        return self._digest
+
+    @property
+    def num_classes(self) -> int:
+        if self.spec.num_classes is None:
+            raise TeacherError(f"{self.source}: number of classes unknown; probe it first or set "
+                               f"num_classes")
+        return self.spec.num_classes
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.spec
+
+    def bind(self, mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float],
+             channels: int, image_size: int, num_classes: int | None = None) -> Teacher:
+        """Declare the conventions of the tensors callers pass (a dataset's); unset spec fields
+        take these values. ``num_classes`` (the dataset's) is what :meth:`probe` checks."""
+        if (num_classes is not None and self.spec.num_classes is not None
+                and self.spec.num_classes != num_classes):
+            raise TeacherError(f"{self.source}: num_classes is {self.spec.num_classes} but the "
+                               f"data has {num_classes} classes")
+        self._data = (tuple(mean), tuple(std), int(channels), int(image_size))
+        fill: dict[str, Any] = {}
+        if self.spec.channels is None:
+            fill["channels"] = int(channels)
+        if self.spec.image_size is None:
+            fill["image_size"] = int(image_size)
+        if self.spec.mean is None:
+            fill["mean"], fill["std"] = list(mean), list(std)
+        if self.spec.num_classes is None and num_classes is not None:
+            fill["num_classes"] = int(num_classes)
+        self.spec = self.spec.model_copy(update=fill)
+        self._bound()
+        return self
+
+    def bind_dataset(self, ds: Any) -> Teacher:
+        """:meth:`bind` to an :class:`~undistill.data.ImageDataset`."""
+        return self.bind(ds.mean, ds.std, ds.channels, ds.image_size, ds.num_classes)
+
+    def _bound(self) -> None:
+        """Hook: the spec is complete (a state_dict builds its model here)."""
+
+    def _model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in the data pipeline's conventions -> the model's conventions."""
+        if self._data is None:
+            return x
+        d_mean, d_std, _, _ = self._data
+        s = self.spec
+        same = (s.channels == x.shape[1] and s.image_size == x.shape[-1]
+                and s.channel_order == "rgb" and list(s.mean or []) == list(d_mean)
+                and list(s.std or []) == list(d_std))
+        if same:
+            return x
+        def col(v: tuple[float, ...] | list[float]) -> torch.Tensor:
+            return torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+        px = x * col(d_std) + col(d_mean)  # [0, 1] pixels
+        c = s.channels or px.shape[1]
+        if c != px.shape[1]:
+            if px.shape[1] == 1:
+                px = px.expand(-1, c, -1, -1)
+            elif c == 1:
+                px = px.mean(1, keepdim=True)
+            else:
+                raise TeacherError(f"{self.source}: cannot turn {px.shape[1]} channels into {c}")
+        if s.channel_order == "bgr":
+            px = px.flip(1)
+        size = s.image_size or px.shape[-1]
+        if size != px.shape[-1] or size != px.shape[-2]:
+            px = F.interpolate(px, size=(size, size), mode="bilinear", align_corners=False)
+        mean = s.mean if s.mean is not None else [0.0]
+        std = s.std if s.std is not None else [1.0]
+        return (px - col(mean)) / col(std)
+
+    # ---------------------------------------------------------------- answers
+    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw answer ``[N, C]`` to inputs in its own conventions."""
+        raise NotImplementedError
+
+    def _to_logits(self, out: torch.Tensor) -> torch.Tensor:
+        if self.spec.outputs == "probs":
+            return out.clamp_min(PROB_FLOOR).log()
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self._answer(self._model_input(x).float().contiguous())
+        return self._to_logits(out.to(x.device).float())
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for images in the bound dataset's conventions (``log p`` for probabilities)."""
+        return self(x)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).softmax(1)
+
+    def forward_features(self, x: torch.Tensor) -> Any:
+        raise TeacherError(f"{self.source}: a {self.kind} teacher gives no features; the data-free "
+                           f"methods need a zoo teacher (a run directory)")
+
+    def probe_input(self) -> torch.Tensor:
+        """The fixed probe, in the model's own conventions: ``[1, C, H, W]`` seeded noise."""
+        s = self.spec
+        if s.channels is None or s.image_size is None:
+            raise TeacherError(f"{self.source}: input channels and size unknown; give them "
+                               f"(channels, image_size) or bind the teacher to a dataset")
+        g = torch.Generator().manual_seed(0)
+        px = torch.rand(1, s.channels, s.image_size, s.image_size, generator=g)
+        mean = torch.tensor(s.mean if s.mean is not None else [0.0]).view(1, -1, 1, 1)
+        std = torch.tensor(s.std if s.std is not None else [1.0]).view(1, -1, 1, 1)
+        return ((px - mean) / std).float()
+
+    def probe(self) -> torch.Tensor:
+        """The one call that checks the conventions before any training; returns the answer.
+
+        Raises TeacherError for an answer that is not ``[1, C]``, holds NaN/inf, or has a class
+        count other than ``num_classes`` (the spec's, else the bound dataset's).
+        """
+        x = self.probe_input()
+        try:
+            with torch.no_grad():
+                out = self._answer(x)
+        except TeacherError:
+            raise
+        except Exception as e:  # the model's own error on inputs it does not accept
+            first = str(e).strip().splitlines()[-1][:200] if str(e).strip() else ""
+            raise TeacherError(f"{self.source}: the model fails on the probe of shape "
+                               f"{list(x.shape)} (wrong image_size/channels?): "
+                               f"{type(e).__name__}: {first}") from None
+        self.check_answer(out, 1)
+        return out
+
+    def check_answer(self, out: torch.Tensor, n: int) -> None:
+        if out.dim() != 2 or out.shape[0] != n:
+            raise TeacherError(f"{self.source}: answered shape {list(out.shape)} to {n} image(s); "
+                               f"expected [{n}, num_classes] (check image_size/channels)")
+        want = self.spec.num_classes
+        if want is not None and out.shape[1] != want:
+            raise TeacherError(f"{self.source}: answers {out.shape[1]} classes but {want} are "
+                               f"expected (num_classes, or the dataset's class count)")
+        if not torch.isfinite(out).all():
+            raise TeacherError(f"{self.source}: answered NaN or infinite values to the probe "
+                               f"(wrong input conventions? mean/std, channel order, size)")
+        if self.spec.num_classes is None:
+            self.spec = self.spec.model_copy(update={"num_classes": int(out.shape[1])})
+        if self.spec.outputs == "auto":
+            probs = bool((out >= 0).all() and torch.allclose(out.sum(1), torch.ones(n), atol=1e-3))
+            self.spec = self.spec.model_copy(update={"outputs": "probs" if probs else "logits"})
+
+    def config(self) -> ExternalTeacherConfig:
+        """The typed entry a run config holds for this teacher (its identity included)."""
+        return ExternalTeacherConfig(source=self.source, kind=self.kind,  # type: ignore[arg-type]
+                                     identity=self.identity, spec=self.spec, **self._config_extra())
+
+    def _config_extra(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "identity": self.identity,
+                "spec": self.spec.model_dump(mode="json")}
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def open(cls, source: str | Path, spec: InputSpec | dict[str, Any] | None = None,
+             arch: str | None = None, width: float = 1.0, **client: Any) -> Teacher:
+        """Open any source; see :func:`undistill.teachers.sources.open_source`."""
+        from undistill.teachers.sources import open_source
+
+        return open_source(str(source), spec, arch=arch, width=width, **client)
+
+    @classmethod
+    def from_torchscript(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None
+                         ) -> Teacher:
+        from undistill.teachers.sources import TorchScriptTeacher
+
+        return TorchScriptTeacher(str(path), _spec(path, spec))
+
+    @classmethod
+    def from_export(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None) -> Teacher:
+        from undistill.teachers.sources import ExportTeacher
+
+        return ExportTeacher(str(path), _spec(path, spec))
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None) -> Teacher:
+        from undistill.teachers.sources import OnnxTeacher
+
+        return OnnxTeacher(str(path), _spec(path, spec))
+
+    @classmethod
+    def from_state_dict(cls, path: str | Path, arch: str, width: float = 1.0,
+                        spec: InputSpec | dict[str, Any] | None = None) -> Teacher:
+        from undistill.teachers.sources import StateDictTeacher
+
+        return StateDictTeacher(str(path), _spec(path, spec), arch=arch, width=width)
+
+    @classmethod
+    def from_url(cls, url: str, spec: InputSpec | dict[str, Any] | None = None, **client: Any
+                 ) -> Teacher:
+        from undistill.teachers.remote import RemoteTeacher
+
+        return RemoteTeacher(url, _spec(None, spec), **client)
+
+    @classmethod
+    def from_run(cls, path: str | Path, runs_dir: Path | None = None,
+                 data_root: Path | None = None) -> Teacher:
+        from undistill.teachers.sources import RunTeacher
+
+        return RunTeacher(Path(path), runs_dir=runs_dir, data_root=data_root)
+
+
+def _spec(path: str | Path | None, spec: InputSpec | dict[str, Any] | None) -> InputSpec:
+    from undistill.teachers.sources import read_spec
+
+    return read_spec(path, spec)
