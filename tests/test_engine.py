@@ -158,10 +158,10 @@ def test_kill_9_and_resume_gives_the_same_weights_and_metrics(tmp_path: Path) ->
         time.sleep(0.02)
     proc.wait()
     assert killed_after is not None and killed_after < epochs, "the run ended before the kill"
-    (run,) = list(runs.iterdir())
+    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]  # not .locks
     assert not (run / "result.json").exists()
     subprocess.run(_cli(runs, epochs), env=env, check=True, capture_output=True)
-    (ref,) = list((tmp_path / "ref").iterdir())
+    (ref,) = [p for p in (tmp_path / "ref").iterdir() if not p.name.startswith(".")]
     assert ref.name == run.name
     assert_same_run(ref, run)
 

@@ -37,6 +37,10 @@ class DataConfig(_Strict):
     val_seed: int = 0
     resize: int | None = Field(None, ge=4, le=512, description="resample every image to this size "
                                "once at load time (area averaging), for CPU-scale runs")
+    fingerprint: str = Field("", pattern=r"^([0-9a-f]{16})?$", description="content fingerprint of "
+                             "the data files, filled in from the data root when a run is launched "
+                             "(undistill.data.fingerprint); empty for data shipped at its default "
+                             "location")
 
     @field_validator("name")
     @classmethod

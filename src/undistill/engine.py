@@ -66,6 +66,7 @@ from undistill.runs import (
     LAST,
     METRICS,
     RESULT,
+    bind_data,
     build_student,
     data_views,
     load_teacher,
@@ -331,9 +332,19 @@ def _check_shardable(n: int, batch_size: int, world: int) -> None:
 
 
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """The metrics rows up to ``upto_epoch``; a torn last line (a kill mid-append) is dropped."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # rewritten without it before training goes on
+            raise CheckpointError(f"{path}:{number} is not a JSON line; delete the run folder "
+                                  f"{path.parent} to train it afresh") from None
     return [r for r in rows if r["epoch"] <= upto_epoch]
 
 
@@ -357,6 +368,7 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     """
     runtime = runtime or Runtime()
     reporter = reporter or Reporter(enabled=runtime.progress)
+    cfg = bind_data(cfg, runtime.data_root)  # the data's fingerprint is part of the run id
     out = run_dir(cfg, runtime.runs_dir)
     if (out / RESULT).exists():
         return RunResult(**{**read_result(out)["result"], "cached": True})
@@ -473,10 +485,11 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
                 seen_all = seen
             if not all(math.isfinite(v) for v in means.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in means.items())
+                kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {out}" if epoch
+                        else "no checkpoint was written")
                 raise TrainingDiverged(
                     f"run {cfg.run_id}: non-finite loss in epoch {epoch + 1} ({bad}); training "
-                    f"stopped, the last good checkpoint (after epoch {start if epoch == start else epoch}"
-                    f") is kept in {out}. Lower the learning rate or the method's weights "
+                    f"stopped, {kept}. Lower the learning rate or the method's weights "
                     f"(for a nasty teacher: omega).")
             train_time = time.perf_counter() - t0
             method.eval()

@@ -2,6 +2,12 @@
 
 The local executor trains one run after another in this process. Another executor (a cluster
 queue, say) only has to honour the same order; methods and the engine do not change.
+
+Before a run is looked up or trained its config is bound to the data under ``runtime.data_root``
+(:func:`undistill.runs.bind_data`): results are keyed by the run ids of the configs passed in,
+while each ``RunResult.run_id`` is the id of the folder it was trained in. A run that is not
+finished is trained while owning its lock (:func:`undistill.runlock.own_run`), so two processes
+launching the same run train it once.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from typing import Protocol
 from undistill.config import RunConfig, Runtime
 from undistill.engine import RunResult, train_run
 from undistill.progress import Reporter
-from undistill.runs import is_done
+from undistill.runlock import own_run
+from undistill.runs import bind_data, is_done, run_dir
 
 
 def plan(targets: Iterable[RunConfig]) -> list[RunConfig]:
@@ -48,9 +55,14 @@ class LocalExecutor:
         ordered = plan(runs)
         for i, cfg in enumerate(ordered, 1):
             reporter = self.reporter or Reporter(enabled=runtime.progress)
-            if runtime.progress and not is_done(cfg, runtime.runs_dir):
-                reporter.message(f"[{i}/{len(ordered)}] {cfg.name or cfg.run_id}")
-            results[cfg.run_id] = train_run(cfg, runtime, reporter)
+            bound = bind_data(cfg, runtime.data_root)
+            if is_done(bound, runtime.runs_dir):
+                results[cfg.run_id] = train_run(bound, runtime, reporter)
+                continue
+            if runtime.progress:
+                reporter.message(f"[{i}/{len(ordered)}] {cfg.name or bound.run_id}")
+            with own_run(run_dir(bound, runtime.runs_dir), runtime.runs_dir, bound.run_id):
+                results[cfg.run_id] = train_run(bound, runtime, reporter)
         return results
 
 

@@ -2,6 +2,12 @@
 
 Runs are content-addressed: ``runs_dir / cfg.run_id``. A run is finished when its
 ``result.json`` exists; ``best.safetensors`` then holds the weights teachers are loaded from.
+
+The data a run reads is part of its id: :func:`bind_data` puts the fingerprint of the data under
+``--data-root`` (:func:`undistill.data.dataset_fingerprint`) on a config and its teachers. The
+executor, the engine and :func:`load_run_model` bind every config they are given, so callers may
+pass configs built without a data root; binding twice is a no-op, and a config already bound to
+other data is a DatasetError.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import torch
 
 from undistill.checkpoint import CheckpointError, load_checkpoint, unprefixed
 from undistill.config import DataConfig, RunConfig, parse_config
-from undistill.data import ImageDataset, load_dataset, split_validation, subset_indices
+from undistill.data import (
+    DatasetError,
+    ImageDataset,
+    dataset_fingerprint,
+    load_dataset,
+    split_validation,
+    subset_indices,
+)
 from undistill.methods import Teacher
 from undistill.models import ZooModel, build_model
 
@@ -45,6 +58,38 @@ def read_run_config(path: Path) -> RunConfig:
     if not f.exists():
         raise CheckpointError(f"{path} is not a run directory: {CONFIG} is missing")
     return parse_config(json.loads(f.read_text())["config"])
+
+
+_FINGERPRINTS: dict[tuple[str, str], str] = {}
+
+
+def data_fingerprint(name: str, data_root: Path | None) -> str:
+    """``dataset_fingerprint``, computed once per (dataset, root) in a process."""
+    key = (name, str(data_root))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = dataset_fingerprint(name, data_root)
+    return _FINGERPRINTS[key]
+
+
+def bind_data(cfg: RunConfig, data_root: Path | None) -> RunConfig:
+    """``cfg`` (and its teachers) with ``data.fingerprint`` set to that of the data under ``data_root``.
+
+    A config recorded with another fingerprint (a run trained on other files) is a DatasetError
+    that names both, so a teacher is never silently paired with data it was not trained on.
+    """
+    fp = data_fingerprint(cfg.data.name, data_root)
+
+    def bind(c: RunConfig) -> RunConfig:
+        if c.data.fingerprint not in ("", fp):
+            where = data_root if data_root is not None else f"the default {c.data.name} location"
+            raise DatasetError(
+                f"run {c.run_id} was trained on {c.data.name} files with fingerprint "
+                f"{c.data.fingerprint}, but {where} holds files with fingerprint {fp or '(default)'}:"
+                f" pass the --data-root it was trained with")
+        return c.model_copy(update={"data": c.data.model_copy(update={"fingerprint": fp}),
+                                    "teachers": [bind(t) for t in c.teachers]})
+
+    return bind(cfg)
 
 
 _DATASETS: dict[tuple[str, str, int | None], ImageDataset] = {}
@@ -116,6 +161,7 @@ def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None
     ``which``: "best" (best epoch on the run's evaluation split), "last", or "auto": the best
     epoch when that was chosen on a validation split, else the last epoch -- so a teacher is never
     a checkpoint picked on the test set."""
+    cfg = bind_data(cfg, data_root)
     path = run_dir(cfg, runs_dir)
     if not (path / RESULT).exists():
         raise CheckpointError(f"run {cfg.run_id} ({cfg.method.name} {cfg.model.arch} on "

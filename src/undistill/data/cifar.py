@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from undistill.data.base import DATASETS, AugmentSpec, DatasetError, ImageDataset
+from undistill.data.fingerprint import FINGERPRINTS, fingerprint_files
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -215,3 +216,23 @@ def load_cifar10(root: Path | None = None) -> ImageDataset:
 def load_cifar100(root: Path | None = None) -> ImageDataset:
     """CIFAR-100 with its 100 fine labels."""
     return load_cifar(root, CIFAR100)
+
+
+def cifar_fingerprint(root: Path | None, source: CifarSource) -> str:
+    """The batch and meta files the loader reads (CIFAR has no default location)."""
+    folder = find_folder(root, source)
+    files = [folder / f for f in (*source.train_files, source.test_file, source.meta_file)]
+    for f in files:
+        if not f.is_file():
+            raise DatasetError(f"missing file {f}: {source.how_to_get}")
+    return fingerprint_files(folder, files)
+
+
+@FINGERPRINTS.register("cifar10")
+def cifar10_fingerprint(root: Path | None = None) -> str:
+    return cifar_fingerprint(root, CIFAR10)
+
+
+@FINGERPRINTS.register("cifar100")
+def cifar100_fingerprint(root: Path | None = None) -> str:
+    return cifar_fingerprint(root, CIFAR100)

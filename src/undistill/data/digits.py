@@ -9,6 +9,7 @@ import torch
 
 from undistill.data.augment import channel_stats
 from undistill.data.base import DATASETS, AugmentSpec, ImageDataset
+from undistill.data.fingerprint import FINGERPRINTS
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -42,3 +43,9 @@ def load_digits_dataset(root: Path | None = None) -> ImageDataset:
         std=std,
         augment=AugmentSpec(crop_padding=1, flip=False),
     )
+
+
+@FINGERPRINTS.register("digits")
+def digits_fingerprint(root: Path | None = None) -> str:
+    """Constant: the data ships with scikit-learn and ``root`` is ignored."""
+    return ""

@@ -21,6 +21,7 @@ from PIL import Image
 
 from undistill.data.augment import channel_stats
 from undistill.data.base import DATASETS, AugmentSpec, DatasetError, ImageDataset
+from undistill.data.fingerprint import FINGERPRINTS, files_below, fingerprint_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -219,6 +220,9 @@ def load_folder(root: Path | None, style: FolderStyle) -> ImageDataset:
     train = scan_class_tree(root / "train", classes, style)
     test = eval_split(root, classes, style)
     images = decode_all([p for p, _ in train] + [p for p, _ in test], style.how_to_get)
+    if len(classes) < 2:
+        raise DatasetError(f"{root / 'train'} holds one class folder ({classes[0]!r}); a classifier "
+                           f"needs at least two classes: {style.how_to_get}")
     n_train = len(train)
     train_images, test_images = images[:n_train], images[n_train:]  # views, no copy
     if style.mean is not None and style.std is not None:
@@ -255,3 +259,21 @@ def load_image_folder(root: Path | None = None) -> ImageDataset:
 def load_tiny_imagenet(root: Path | None = None) -> ImageDataset:
     """Tiny-ImageNet-200 as unzipped (raw ``val/`` accepted), with the reference's statistics."""
     return load_folder(root, TINY_IMAGENET)
+
+
+def folder_fingerprint(root: Path | None, style: FolderStyle) -> str:
+    """Every file below ``train/``, ``test/`` and ``val/`` (there is no default location)."""
+    root = find_root(root, style)
+    files = [f for split in ("train", "test", "val") if (root / split).is_dir()
+             for f in files_below(root / split)]
+    return fingerprint_files(root, files)
+
+
+@FINGERPRINTS.register("folder")
+def image_folder_fingerprint(root: Path | None = None) -> str:
+    return folder_fingerprint(root, FOLDER)
+
+
+@FINGERPRINTS.register("tinyimagenet")
+def tiny_imagenet_fingerprint(root: Path | None = None) -> str:
+    return folder_fingerprint(root, TINY_IMAGENET)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from undistill.data.base import DATASETS, AugmentSpec, DatasetError, ImageDataset
+from undistill.data.fingerprint import FINGERPRINTS, fingerprint_files, same_directory
 
 IDX_DTYPES = {
     0x08: "unsigned byte",
@@ -152,8 +153,8 @@ def read_split(
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
-def load_idx_dataset(root: Path | None, source: IdxSource) -> ImageDataset:
-    """Read the four IDX files of ``source`` from ``root`` (or its default directory)."""
+def idx_directory(root: Path | None, source: IdxSource) -> Path:
+    """``root``, or the source's default directory; it must exist."""
     directory = root if root is not None else source.default_root
     if directory is None:
         raise DatasetError(f"{source.name} has no default location: {source.how_to_get}")
@@ -162,6 +163,23 @@ def load_idx_dataset(root: Path | None, source: IdxSource) -> ImageDataset:
         raise DatasetError(
             f"{source.name} directory {directory} does not exist: {source.how_to_get}"
         )
+    return directory
+
+
+def idx_fingerprint(root: Path | None, source: IdxSource) -> str:
+    """"" at the default location (shipped with the package or the OS), else the four files'."""
+    directory = idx_directory(root, source)
+    if root is None or same_directory(directory, source.default_root):
+        return ""
+    how = source.how_to_get
+    files = [find_idx_file(directory, f"{prefix}-{kind}-idx{n}-ubyte", how)
+             for prefix in ("train", "t10k") for kind, n in (("images", 3), ("labels", 1))]
+    return fingerprint_files(directory, files)
+
+
+def load_idx_dataset(root: Path | None, source: IdxSource) -> ImageDataset:
+    """Read the four IDX files of ``source`` from ``root`` (or its default directory)."""
+    directory = idx_directory(root, source)
     train_images, train_labels = read_split(directory, "train", source)
     test_images, test_labels = read_split(directory, "t10k", source)
     if train_images.shape[1:] != test_images.shape[1:]:
@@ -210,3 +228,18 @@ FASHION_MNIST_MINI = IdxSource(
 def load_fashion_mnist_mini(root: Path | None = None) -> ImageDataset:
     """Embedded class-balanced Fashion-MNIST subset: 10,000 train / 4,000 test images (MIT)."""
     return load_idx_dataset(root, FASHION_MNIST_MINI)
+
+
+@FINGERPRINTS.register("mnist")
+def mnist_fingerprint(root: Path | None = None) -> str:
+    return idx_fingerprint(root, MNIST)
+
+
+@FINGERPRINTS.register("fashion-mnist")
+def fashion_mnist_fingerprint(root: Path | None = None) -> str:
+    return idx_fingerprint(root, FASHION_MNIST)
+
+
+@FINGERPRINTS.register("fashion-mnist-mini")
+def fashion_mnist_mini_fingerprint(root: Path | None = None) -> str:
+    return idx_fingerprint(root, FASHION_MNIST_MINI)

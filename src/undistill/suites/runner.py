@@ -16,10 +16,11 @@ import torch
 from undistill.analysis import kl_per_sample, kl_to_reference, predict_logits, test_accuracy
 from undistill.checkpoint import atomic_write_bytes, atomic_write_json
 from undistill.config import RunConfig, Runtime
+from undistill.data import DatasetError
 from undistill.engine import RunResult, select_device
 from undistill.executor import Executor, LocalExecutor
 from undistill.methods import Teacher
-from undistill.runs import data_views, is_done, load_run_model
+from undistill.runs import bind_data, data_views, is_done, load_run_model
 from undistill.suites.claims import headline, paper_claims, preflight
 from undistill.suites.plan import (
     COLUMN_METHOD,
@@ -52,7 +53,7 @@ class DryRun:
 def dry_run(plan: Plan, runtime: Runtime) -> DryRun:
     from undistill.suites.cost import estimate_seconds
 
-    runs = plan.runs()
+    runs = [_bound(r, runtime) for r in plan.runs()]
     todo = [r for r in runs if not is_done(r, runtime.runs_dir)]
     est = sum(estimate_seconds(r, runtime.data_root) for r in todo)
     lines = [f"suite {plan.suite.name} at scale {plan.scale}: {len(runs)} runs, "
@@ -66,6 +67,14 @@ def dry_run(plan: Plan, runtime: Runtime) -> DryRun:
     lines.append(f"estimated training time of the runs to do: {_hms(est)} on this machine "
                  f"(rough; Nasty-ES runs not counted)")
     return DryRun(len(runs), len(runs) - len(todo), plan.pending, est, lines)
+
+
+def _bound(cfg: RunConfig, runtime: Runtime) -> RunConfig:
+    """The config with its data's fingerprint, or as it is when the data is not here to plan."""
+    try:
+        return bind_data(cfg, runtime.data_root)
+    except DatasetError:
+        return cfg
 
 
 def _hms(s: float) -> str:
@@ -103,8 +112,8 @@ def kl_records(plan: Plan, runtime: Runtime, results: dict[str, RunResult]) -> l
         ref = logits(model(g.normal))
         tau = g.nasty.method.params["temperature"]
         members = [model(c) for c in g.sequence]
-        entries = [("nasty", logits(members[0]), g.nasty.run_id)]
-        entries += [(f"S{i}", logits(m), c.run_id)
+        entries = [("nasty", logits(members[0]), results[g.nasty.run_id].run_id)]
+        entries += [(f"S{i}", logits(m), results[c.run_id].run_id)
                     for i, (m, c) in enumerate(zip(members, g.sequence, strict=True), 1) if i > 1]
         if len(members) > 1:
             entries.append((f"scm-ensemble (k={len(members)})", logits(Teacher(members).logits),
