@@ -60,6 +60,9 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], metadata: dict
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except SafetensorError as e:  # e.g. a full disk, reported by the Rust writer
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {e}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

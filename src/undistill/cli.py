@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,15 +11,20 @@ from rich.console import Console
 from rich.table import Table
 
 from undistill import cli_teachers as ct
+from undistill import errors
 from undistill.checkpoint import CheckpointError
 from undistill.config import ConfigError, RunConfig, Runtime, load_config
 from undistill.data import DatasetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="Knowledge-distillation model stealing: nasty teachers, attacks, defences.")
+                  help="Knowledge-distillation model stealing: nasty teachers, attacks, defences. "
+                  "Errors are one line (exit status 2); add --debug to any command for the traceback.")
 out = Console(soft_wrap=True)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="where runs are stored")]
+TeacherRunsDir = Annotated[Path | None, typer.Option(
+    "--runs-dir", help="where runs are stored (default: the parent of the first run directory); "
+    "teacher runs missing from it are trained there")]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="directory of the dataset files")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
@@ -202,6 +206,7 @@ def nasty(
     stop_at_acc: Annotated[float | None, typer.Option(help="early stop at this accuracy (%): "
                                                       "Nasty-ES")] = None,
     sets: Sets = None,
+    runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
@@ -214,7 +219,7 @@ def nasty(
         cfg = with_overrides(nasty_teacher(adv, omega, tau, stop_at_acc=stop_at_acc), sets)
     except (ConfigError, ValueError) as e:
         fail(str(e))
-    res = _train_all([cfg], runtime_from(teacher.parent, data_root, device, progress=progress))
+    res = _train_all([cfg], runtime_from(runs_dir or teacher.parent, data_root, device, progress=progress))
     _report("nasty teacher", res[cfg.run_id])
 
 
@@ -226,6 +231,7 @@ def scm(
                                              "(default: the nasty teacher's)")] = None,
     width: Annotated[float | None, typer.Option(help="width of S^2..S^k")] = None,
     sets: Sets = None,
+    runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
@@ -240,7 +246,7 @@ def scm(
         seq = [first] + [with_overrides(s, sets) for s in scm_sequence(first, k, arch, width)[1:]]
     except (ConfigError, ValueError) as e:
         fail(str(e))
-    res = _train_all(seq, runtime_from(nasty_run.parent, data_root, device, progress=progress))
+    res = _train_all(seq, runtime_from(runs_dir or nasty_run.parent, data_root, device, progress=progress))
     for i, s in enumerate(seq, 1):
         _report(f"S{i}", res[s.run_id])
 
@@ -258,6 +264,7 @@ def steal(
     labels: Annotated[bool, typer.Option(help="--no-labels: the student never sees labels")] = True,
     seed: int = 0,
     sets: Sets = None,
+    runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
@@ -301,7 +308,8 @@ def steal(
         cfg = with_overrides(cfg, sets)
     except (ConfigError, ValueError) as e:
         fail(str(e))
-    res = _train_all([cfg], runtime_from(teachers[0].parent, data_root, device, progress=progress))
+    rt = runtime_from(runs_dir or teachers[0].parent, data_root, device, progress=progress)
+    res = _train_all([cfg], rt)
     _report(f"{method} student {arch}", res[cfg.run_id])
 
 
@@ -310,6 +318,7 @@ def defend(
     nasty_run: Annotated[Path, typer.Argument(help="run directory of the nasty teacher (S^1)")],
     release: Annotated[int, typer.Option(help="release S^i of the SCM sequence (2 or 3)")] = 2,
     compare_es: Annotated[bool, typer.Option(help="also train Nasty-ES at S^i's accuracy")] = True,
+    runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
@@ -320,7 +329,7 @@ def defend(
     first = _teacher_run(nasty_run)
     if first.method.name != "nasty" or release < 2:
         fail("give a nasty-teacher run and --release >= 2")
-    rt = runtime_from(nasty_run.parent, data_root, device, progress=progress)
+    rt = runtime_from(runs_dir or nasty_run.parent, data_root, device, progress=progress)
     seq = scm_sequence(first, release)
     res = _train_all(seq, rt)
     defended = res[seq[-1].run_id]
@@ -483,6 +492,7 @@ def search(
                                                  "(default: results/search-METHOD-ARCH)")] = None,
     seed: int = 0,
     study_seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
@@ -509,7 +519,7 @@ def search(
     out_dir = out_dir or Path("results") / f"search-{method}-{arch}"
     try:
         doc = run_search(tcfgs, arch, method,
-                         runtime_from(teachers[0].parent, data_root, device, progress=progress),
+                         runtime_from(runs_dir or teachers[0].parent, data_root, device, progress=progress),
                          grid=grid, sampler=sampler, trials=trials, val_fraction=val_fraction,
                          val_seed=val_seed, width=width, seed=seed, study_seed=study_seed,
                          fixed=fixed, optim=optim, final=final, out_dir=out_dir)
@@ -526,12 +536,8 @@ def search(
 
 
 ct.register(app)
+errors.guard(app)  # one error boundary for every command (undistill.errors), registered last
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: finished epochs are checkpointed; rerun the same "
-                                   "command to resume")
-        sys.exit(130)
+    errors.main(app)

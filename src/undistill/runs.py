@@ -31,6 +31,7 @@ from undistill.data import (
 )
 from undistill.methods import Teacher
 from undistill.models import ZooModel, build_model
+from undistill.progress import slow_task
 
 RESULT = "result.json"
 CONFIG = "config.json"
@@ -109,7 +110,9 @@ def get_dataset(name: str, data_root: Path | None, resize: int | None = None) ->
     key = (name, str(data_root), resize)
     if key not in _DATASETS:
         if resize is None:
-            _DATASETS[key] = load_dataset(name, Path(data_root) if data_root else None)
+            where = data_root if data_root is not None else "its default location"
+            with slow_task(f"decoding {name} from {where}"):
+                _DATASETS[key] = load_dataset(name, Path(data_root) if data_root else None)
         else:
             ds = get_dataset(name, data_root)
             _DATASETS[key] = replace(ds, train_images=_resized(ds.train_images, resize),
