@@ -161,3 +161,28 @@ def test_a_torn_line_in_the_middle_is_named(tmp_path: Path) -> None:
     path.write_text('{"epoch": 0}\n{"epo\n{"epoch": 1}\n')
     with pytest.raises(ckpt_mod.CheckpointError, match=r"metrics.jsonl:2 is not a JSON line"):
         engine_mod._read_metrics(path, 5)
+
+
+def test_teacher_commands_take_runs_dir(tmp_path: Path) -> None:
+    for command in ("nasty", "scm", "steal", "defend", "search", "train", "eval", "reproduce"):
+        assert "--runs-dir" in runner.invoke(app, [command, "--help"]).output, command
+    first, other = tmp_path / "first", tmp_path / "other"
+    assert invoke(*TRAIN, "--runs-dir", str(first)).exit_code == 0
+    (teacher,) = run_folders(first)
+    r = invoke("nasty", str(teacher), "--omega", "0.05", "--tau", "4", "--set", "optim.epochs=1",
+               "--runs-dir", str(other), "--device", "cpu", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert any("-nasty-" in p.name for p in run_folders(other))  # written where it was asked
+    assert not any("-nasty-" in p.name for p in run_folders(first))
+
+
+def test_config_prints_the_run_id_of_the_data_it_would_read(tmp_path: Path) -> None:
+    a = make_folder(tmp_path / "A", shade=0)
+    b = make_folder(tmp_path / "B", shade=40)
+    ids = []
+    for root in (a, b):
+        r = invoke("config", "--dataset", "folder", "--arch", "cnn", "--data-root", str(root))
+        ids.append(r.stdout.rsplit("# run_id: ", 1)[1].strip())
+    assert ids[0] != ids[1]
+    r = invoke("config", "--dataset", "folder", "--arch", "cnn")
+    assert "pass --data-root" in r.stdout

@@ -153,9 +153,11 @@ def config(
     dataset: Annotated[str | None, typer.Option()] = None,
     arch: Annotated[str | None, typer.Option()] = None,
     sets: Sets = None,
+    data_root: DataRoot = None,
 ) -> None:
     """Print a validated config (with every default filled in) and its run id."""
     from undistill.presets import teacher_config
+    from undistill.runs import bind_data
 
     base: dict[str, Any] | None = None
     if config_file is None:
@@ -168,8 +170,15 @@ def config(
         fail(str(e))
     import yaml
 
+    note = ""
+    try:  # the run id includes the fingerprint of the data the run would read
+        cfg = bind_data(cfg, data_root)
+    except DatasetError:
+        if data_root is not None:
+            raise
+        note = "  (no data at the default location: pass --data-root for the id of a real run)"
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
-    print(f"# run_id: {cfg.run_id}")
+    print(f"# run_id: {cfg.run_id}{note}")
 
 
 def _teacher_run(path: Path) -> RunConfig:
