@@ -87,6 +87,26 @@ def test_folder_fingerprint_follows_content_not_location(tmp_path: Path) -> None
         dataset_fingerprint("cifar10", tmp_path / "nothing")
 
 
+def test_cifar10_jpeg_archive_and_folder_fingerprints(tmp_path: Path) -> None:
+    from test_archive import files, make_tar
+
+    members = files()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = make_tar(tmp_path / "a/cifar10-jpeg.tar.gz", members)
+    b = make_tar(tmp_path / "b/cifar10-jpeg.tar.gz", {**members, "train/zz/0000.jpg": b"x"})
+    fa = dataset_fingerprint("cifar10-jpeg", a)
+    assert fa == dataset_fingerprint("cifar10-jpeg", tmp_path / "a")  # the folder holding it
+    assert fa != dataset_fingerprint("cifar10-jpeg", b)
+    unpacked = tmp_path / "unpacked"
+    for name, data in members.items():
+        (unpacked / name).parent.mkdir(parents=True, exist_ok=True)
+        (unpacked / name).write_bytes(data)
+    fu = dataset_fingerprint("cifar10-jpeg", unpacked)
+    (unpacked / "README").write_text("beside the splits: not part of the data")
+    assert dataset_fingerprint("cifar10-jpeg", unpacked) == fu and len(fu) == 16
+
+
 def test_two_data_roots_are_two_runs(tmp_path: Path) -> None:
     a = make_folder(tmp_path / "A", shade=0)
     b = make_folder(tmp_path / "B", shade=40)

@@ -305,8 +305,9 @@ def test_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
     (nor did any search over it); it is scored here once, after every choice was made, from its
     last checkpoint, and the score is kept beside the run (``test.json``)."""
     from undistill.checkpoint import atomic_write_json
-    from undistill.runs import data_views, load_run_model, read_result, run_dir
+    from undistill.runs import bind_data, data_views, load_run_model, read_result, run_dir
 
+    cfg = bind_data(cfg, data_root)  # the folder of the data the run was trained on
     out = run_dir(cfg, runs_dir)
     result = read_result(out)["result"]
     if result["eval_split"] == "test":

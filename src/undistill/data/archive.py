@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from undistill.data.base import DATASETS, DatasetError, ImageDataset
 from undistill.data.cifar import CIFAR_AUGMENT, CIFAR_MEAN, CIFAR_STD
+from undistill.data.fingerprint import FINGERPRINTS, files_below, fingerprint_files
 from undistill.data.folder import IMAGE_SUFFIXES, FolderStyle, load_folder
 
 ARCHIVE_NAME = "cifar10-jpeg.tar.gz"
@@ -197,3 +198,14 @@ def load_cifar10_jpeg(root: Path | None = None) -> ImageDataset:
         _write_atomic(tensors, classes, cached)
     return ImageDataset(name="cifar10-jpeg", classes=classes, mean=CIFAR_MEAN, std=CIFAR_STD,
                         augment=CIFAR_AUGMENT, **tensors)
+
+
+@FINGERPRINTS.register("cifar10-jpeg")
+def cifar10_jpeg_fingerprint(root: Path | None = None) -> str:
+    """The run-id fingerprint (sampled, cheap): the archive, or the files of the unpacked splits."""
+    source = find_source(root)
+    if source.is_archive:
+        return fingerprint_files(source.path.parent, [source.path])
+    return fingerprint_files(source.path, [f for split in ("train", "test")
+                                           if (source.path / split).is_dir()
+                                           for f in files_below(source.path / split)])
