@@ -105,8 +105,8 @@ def test_reproduce_writes_results_then_reuses_every_run(tiny, tmp_path: Path, mo
     recs = [r for r in doc["records"] if r["table"] != "ablation"]
     assert len(recs) == 8 + 4  # Table 1 columns, then Table 6 normal/nasty/scm-defence/nasty-es
     (tau, few) = doc["ablations"]
-    assert tau["x_values"] == [10, 50] and len(tau["series"]["htc cnn <- cnn"]) == 2
-    assert few["series"]["nasty-kd cnn <- cnn"][0] is not None
+    assert tau["x_values"] == [10, 50] and len(tau["series"]["HTC: CNN student of a CNN teacher"]) == 2
+    assert few["series"]["Nasty KD: CNN student of a CNN teacher"][0] is not None
     for r in recs:
         assert set(RECORD_FIELDS) <= set(r)
         assert 0.0 <= r["best_acc"] <= 100.0 and r["last_acc"] <= r["best_acc"]
@@ -124,6 +124,8 @@ def test_reproduce_writes_results_then_reuses_every_run(tiny, tmp_path: Path, mo
     tables = (out / "tables.md").read_text()
     for title in ("Table 1", "Table 3", "Table 6", "Ablation: htc-tau", "a test suite", "what reproduces"):
         assert title in tables
+    assert "| Teacher: CNN | Normal Teacher" in tables and "| CNN student |" in tables  # Table 6
+    assert "<-" not in tables and "| Nasty teacher |" in tables
 
     after = dry_run(plan, rt)
     assert after.done == after.runs
@@ -203,7 +205,7 @@ def test_several_seeds_show_mean_and_confidence_interval(tiny) -> None:
     recs = [{"table": "table1", "teacher_arch": "cnn", "student_arch": "cnn", "column": "vanilla",
              "best_acc": acc + 5, "last_acc": acc - 5, "test_acc": acc} for acc in (70.0, 74.0)]
     doc = {"dataset": "digits", "records": recs, "teachers": []}
-    row = next(line for line in table1(doc, spec) if line.startswith("| cnn | cnn |"))
+    row = next(line for line in table1(doc, spec) if line.startswith("| CNN | CNN |"))
     assert "72.00 ± 25.41 (n=2)" in row  # the headline test_acc, never the best epoch
     assert len(build_plan(spec).cells) == 2 * len(build_plan(tiny).cells)
 

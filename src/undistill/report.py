@@ -34,6 +34,7 @@ from undistill.analysis import (
     tsne_perplexity,
 )
 from undistill.checkpoint import atomic_write_bytes, atomic_write_json
+from undistill.labels import arch_title, x_value_text
 
 #: Temperatures of Fig. 2 when the suite does not say (the paper's tau_low and tau_high).
 FIG2_LOW, FIG2_HIGH, FIG2_ALPHA = 4.0, 50.0, 0.9
@@ -288,6 +289,8 @@ def ablation_section(ablations: Any, out_dir: Path) -> list[str]:
     for i, a in enumerate(ablations):
         try:
             name, xs, series = a["name"], list(a["x_values"]), dict(a["series"])
+            xs = [x if isinstance(x, int | float) and not isinstance(x, bool)
+                  else x_value_text(str(a.get("param", "")), x) for x in xs]
             xl = a.get("x_label") or a.get("param") or "value"
         except (KeyError, TypeError) as e:
             raise ReportError(f"ablations[{i}] lacks {e}: each needs name, x_label, x_values and "
@@ -338,7 +341,7 @@ def figure_section(doc: dict[str, Any], out_dir: Path, runs_dir: Path,
         low, high, alpha = ms.htc
         n, split = res["subset"], res["split"]
         lines += [
-            f"### Teacher {arch}", "",
+            f"### Teacher {arch_title(arch)}", "",
             f"On a fixed subset of {n} {split} images (seed {seed}).", "",
             "#### Fig. 1: softmax outputs", "",
             f"![Fig. 1, {arch}]({f['fig1']})", "",

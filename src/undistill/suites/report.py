@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from undistill.labels import arch_title, method_title, model_title, x_value_text
 from undistill.stats import mean_ci
 from undistill.suites.claims import paper_claims, per_seed
 from undistill.suites.paper import TABLE1, TABLE3, TABLE6, TABLE6_TEACHER
@@ -48,12 +49,12 @@ def table1(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
         for s in suite.students:
             paper = TABLE1.get((ds, t.arch, s.arch), {})
             cells = [fmt(g.get((t.arch, s.arch, c), []), paper.get(c)) for c in cols]
-            lines.append(f"| {t.arch} | {s.arch} | " + " | ".join(cells) + " |")
+            lines.append(f"| {arch_title(t.arch)} | {arch_title(s.arch)} | " + " | ".join(cells) + " |")
     lines.append("")
     for t in suite.teachers:
         n, x = _teacher_acc(doc, t.arch, "normal"), _teacher_acc(doc, t.arch, "nasty")
         if n is not None and x is not None:
-            lines.append(f"Teachers ({t.arch}): normal {n:.2f} %, nasty {x:.2f} % "
+            lines.append(f"Teachers ({arch_title(t.arch)}): normal {n:.2f} %, nasty {x:.2f} % "
                          f"(difference {n - x:+.2f} points).")
     return lines + [""]
 
@@ -71,7 +72,7 @@ def table3(doc: dict[str, Any]) -> list[str]:
         key = "nasty" if r["model"] == "nasty" else (
             "scm-ensemble" if r["model"].startswith("scm-ensemble") else None)
         p = f" ({paper[key]:.4f})" if key in paper else ""
-        lines.append(f"| {r['teacher_arch']} | {r['model']} | {r['accuracy']:.2f} | "
+        lines.append(f"| {arch_title(r['teacher_arch'])} | {model_title(r['model'])} | {r['accuracy']:.2f} | "
                      f"{r['kl_t1']:.4f}{p} | {r['kl_tau']:.4f} (tau_A={r['tau']:g}) |")
     return lines + [""]
 
@@ -92,10 +93,11 @@ def table6(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
         head = [f"{COLUMN_TITLES[c]} (Acc = {'-' if a is None else f'{a:.2f}'}"
                 + (f"; paper {paper_t[c]:.2f}" if c in paper_t else "") + ")"
                 for c, a in zip(cols, accs, strict=True)]
-        lines += [f"| {t.arch} | " + " | ".join(head) + " |", "|" + " --- |" * (len(cols) + 1)]
+        lines += [f"| Teacher: {arch_title(t.arch)} | " + " | ".join(head) + " |",
+                  "|" + " --- |" * (len(cols) + 1)]
         for s in suite.students:
             paper = TABLE6.get((ds, t.arch, s.arch), {})
-            lines.append(f"| {s.arch} | " + " | ".join(
+            lines.append(f"| {arch_title(s.arch)} student | " + " | ".join(
                 fmt(g.get((t.arch, s.arch, c), []), paper.get(c)) for c in cols) + " |")
         lines.append("")
     return lines
@@ -106,7 +108,8 @@ def ablation_tables(doc: dict[str, Any]) -> list[str]:
     for ab in doc.get("ablations", []):
         xs = ab["x_values"]
         lines += [f"## Ablation: {ab['name']} (accuracy %, varying {ab['x_label']})", "",
-                  "| series | " + " | ".join(str(x) for x in xs) + " |",
+                  "| Method: student and teacher | "
+                  + " | ".join(x_value_text(ab.get("param", ""), x) for x in xs) + " |",
                   "|" + " --- |" * (len(xs) + 1)]
         for label, ys in ab["series"].items():
             lines.append(f"| {label} | " + " | ".join("-" if y is None else f"{y:.2f}"
@@ -171,7 +174,8 @@ def search_section(doc: dict[str, Any]) -> list[str]:
            "| --- | --- | --- | --- | --- | --- |"]
     for d in searches:
         chosen = ", ".join(f"{k} {v:g}" for k, v in d["chosen"].items())
-        out.append(f"| {d['teacher_arch']} | {d['student_arch']} | {d['method']} | {chosen} | "
+        out.append(f"| {arch_title(d['teacher_arch'])} | {arch_title(d['student_arch'])} | "
+                   f"{method_title(d['method'])} | {chosen} | "
                    f"{d['val_acc']:.2f} | {len(d['trials'])} |")
     return out + [""]
 

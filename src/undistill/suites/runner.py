@@ -19,6 +19,7 @@ from undistill.config import RunConfig, Runtime
 from undistill.data import DatasetError
 from undistill.engine import RunResult, select_device
 from undistill.executor import Executor, LocalExecutor
+from undistill.labels import series_label
 from undistill.methods import Teacher
 from undistill.runs import bind_data, data_views, is_done, load_run_model
 from undistill.suites.claims import headline, paper_claims, preflight
@@ -263,7 +264,7 @@ def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dic
         acc: dict[str, list[list[float]]] = {}
         for r in records:
             if r["ablation"] == ab.name:
-                label = f"{r['column']} {r['student_arch']} <- {r['teacher_arch']}"
+                label = series_label(r["column"], r["student_arch"], r["teacher_arch"])
                 acc.setdefault(label, [[] for _ in ab.values])[ab.values.index(r["x"])].append(
                     headline(r))
         series = {k: [sum(v) / len(v) if v else None for v in vs] for k, vs in acc.items()}
