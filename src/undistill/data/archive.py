@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from undistill.data.base import DATASETS, DatasetError, ImageDataset
 from undistill.data.cifar import CIFAR_AUGMENT, CIFAR_MEAN, CIFAR_STD
-from undistill.data.fingerprint import FINGERPRINTS, files_below, fingerprint_files
+from undistill.data.fingerprint import FINGERPRINTS, fingerprint_files, fingerprint_tree
 from undistill.data.folder import IMAGE_SUFFIXES, FolderStyle, load_folder
 
 ARCHIVE_NAME = "cifar10-jpeg.tar.gz"
@@ -206,6 +206,4 @@ def cifar10_jpeg_fingerprint(root: Path | None = None) -> str:
     source = find_source(root)
     if source.is_archive:
         return fingerprint_files(source.path.parent, [source.path])
-    return fingerprint_files(source.path, [f for split in ("train", "test")
-                                           if (source.path / split).is_dir()
-                                           for f in files_below(source.path / split)])
+    return fingerprint_tree(source.path, ("train", "test"))

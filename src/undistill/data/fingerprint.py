@@ -26,15 +26,18 @@ is missing, exactly as the loader would::
         archive = find_archive(root)          # the loader's own lookup
         return fingerprint_files(archive.parent, [archive])
 
-A dataset without a registered function falls back to :func:`fingerprint_tree` of its ``root``
-(every file below it), and ``""`` when ``root`` is None. ``tests/test_fingerprint.py`` checks that
-every registered dataset has its own function.
+(``cifar10-jpeg`` in ``archive.py`` is registered this way.) A source read from a directory tree
+uses :func:`fingerprint_tree`, e.g. ``fingerprint_tree(root, ("train", "test"))``. A dataset
+without a registered function falls back to :func:`fingerprint_tree` of its ``root`` (every file
+below it), and ``""`` when ``root`` is None; ``tests/test_fingerprint.py`` checks that every
+registered dataset has its own function.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from undistill.data.base import DatasetError
@@ -66,6 +69,22 @@ def _sample(path: Path, size: int) -> bytes:
         return b"".join(parts)
 
 
+def _digest(entries: list[tuple[str, str, int]]) -> str:
+    """Entries (relative posix path, path to read, size) -> the fingerprint."""
+    entries = sorted(entries)
+    step = max(1, -(-len(entries) // MAX_SAMPLED))  # ceil: at most MAX_SAMPLED sampled files
+    h = hashlib.sha256()
+    for i, (rel, path, size) in enumerate(entries):
+        h.update(f"{rel}\0{size}\0".encode())
+        if i % step == 0:
+            try:
+                data = _sample(Path(path), size)
+            except OSError as e:
+                raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+            h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()[:DIGEST_CHARS]
+
+
 def fingerprint_files(base: Path, files: Iterable[Path]) -> str:
     """A 16-hex-digit digest of ``files`` (named relative to ``base``): paths, sizes, sampled bytes.
 
@@ -76,38 +95,41 @@ def fingerprint_files(base: Path, files: Iterable[Path]) -> str:
     for p in files:
         p = Path(p)
         try:
-            entries.append((p.relative_to(base).as_posix(), p, p.stat().st_size))
+            entries.append((p.relative_to(base).as_posix(), str(p), p.stat().st_size))
         except FileNotFoundError:
             raise DatasetError(f"missing file {p}") from None
         except ValueError:
             raise ValueError(f"{p} is not inside {base}") from None
-    entries.sort()
-    step = max(1, -(-len(entries) // MAX_SAMPLED))  # ceil: at most MAX_SAMPLED sampled files
-    h = hashlib.sha256()
-    for i, (rel, path, size) in enumerate(entries):
-        h.update(f"{rel}\0{size}\0".encode())
-        if i % step == 0:
-            try:
-                data = _sample(path, size)
-            except OSError as e:
-                raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-            h.update(hashlib.sha256(data).digest())
-    return h.hexdigest()[:DIGEST_CHARS]
+    return _digest(entries)
 
 
-def files_below(directory: Path) -> list[Path]:
-    """Every regular file below ``directory``, skipping hidden files and folders."""
-    directory = Path(directory)
-    return sorted(p for p in directory.rglob("*") if p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+def _walk(directory: str, prefix: str, out: list[tuple[str, str, int]]) -> None:
+    """Append (relative path, path, size) of every non-hidden regular file below ``directory``."""
+    with os.scandir(directory) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                _walk(e.path, f"{prefix}{e.name}/", out)
+            elif e.is_file():
+                out.append((f"{prefix}{e.name}", e.path, e.stat().st_size))
 
 
-def fingerprint_tree(root: Path) -> str:
-    """The fingerprint of every (non-hidden) file below ``root``."""
+def fingerprint_tree(root: Path, parts: Sequence[str] | None = None) -> str:
+    """The fingerprint of every non-hidden file below ``root`` (only below ``root/<part>`` for the
+    ``parts`` that exist, when given), named relative to ``root``. Tens of thousands of files take
+    well under a second: one ``scandir`` and ``stat`` per file, bytes of at most MAX_SAMPLED."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data directory {root} does not exist")
-    return fingerprint_files(root, files_below(root))
+    entries: list[tuple[str, str, int]] = []
+    if parts is None:
+        _walk(str(root), "", entries)
+    else:
+        for part in parts:
+            if (root / part).is_dir():
+                _walk(str(root / part), f"{part}/", entries)
+    return _digest(entries)
 
 
 def same_directory(a: Path | None, b: Path | None) -> bool:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from undistill.data.augment import channel_stats
 from undistill.data.base import DATASETS, AugmentSpec, DatasetError, ImageDataset
-from undistill.data.fingerprint import FINGERPRINTS, files_below, fingerprint_files
+from undistill.data.fingerprint import FINGERPRINTS, fingerprint_tree
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -263,10 +263,7 @@ def load_tiny_imagenet(root: Path | None = None) -> ImageDataset:
 
 def folder_fingerprint(root: Path | None, style: FolderStyle) -> str:
     """Every file below ``train/``, ``test/`` and ``val/`` (there is no default location)."""
-    root = find_root(root, style)
-    files = [f for split in ("train", "test", "val") if (root / split).is_dir()
-             for f in files_below(root / split)]
-    return fingerprint_files(root, files)
+    return fingerprint_tree(find_root(root, style), ("train", "test", "val"))
 
 
 @FINGERPRINTS.register("folder")
