@@ -186,3 +186,11 @@ def test_config_prints_the_run_id_of_the_data_it_would_read(tmp_path: Path) -> N
     assert ids[0] != ids[1]
     r = invoke("config", "--dataset", "folder", "--arch", "cnn")
     assert "pass --data-root" in r.stdout
+
+
+def test_a_damaged_run_config_is_one_line(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "digits-cnn-vanilla-000000000000"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"run_id": "x", "conf')
+    line = one_error_line(invoke("eval", str(run), "--device", "cpu"))
+    assert str(run / "config.json") in line and "is not a run config" in line

@@ -58,7 +58,11 @@ def read_run_config(path: Path) -> RunConfig:
     f = Path(path) / CONFIG
     if not f.exists():
         raise CheckpointError(f"{path} is not a run directory: {CONFIG} is missing")
-    return parse_config(json.loads(f.read_text())["config"])
+    try:
+        return parse_config(json.loads(f.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{f} is not a run config ({type(e).__name__}: {e}); delete the "
+                              f"folder {path} to train the run afresh") from None
 
 
 _FINGERPRINTS: dict[tuple[str, str], str] = {}
