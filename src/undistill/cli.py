@@ -23,8 +23,8 @@ out = Console(soft_wrap=True)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="where runs are stored")]
 TeacherRunsDir = Annotated[Path | None, typer.Option(
-    "--runs-dir", help="where runs are stored (default: the parent of the first run directory); "
-    "teacher runs missing from it are trained there")]
+    "--runs-dir", help="where runs are stored (default: the parent of the first run directory, or "
+    "runs with --teacher); teacher runs missing from it are trained there")]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="directory of the dataset files")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
@@ -283,7 +283,6 @@ def steal(
                        ] = None,
     budget: Annotated[int | None, typer.Option(help="with --teacher: images the teacher may be "
                                                "asked about (probe included)")] = None,
-    runs_dir: RunsDir = Path("runs"),
     spec_file: ct.SpecFile = None, teacher_arch: ct.TeacherArch = None,
     teacher_width: ct.TeacherWidth = 1.0, api_key_env: ct.ApiKeyEnv = None,
     concurrency: ct.Concurrency = 4, rate: ct.Rate = None, timeout: ct.Timeout = 30.0,
@@ -297,7 +296,8 @@ def steal(
             fail("give teacher run directories, or one --teacher model file or URL")
         try:
             res = ct.steal_external(
-                teacher, dataset, arch, method, budget, width, labels, seed, sets, runs_dir,
+                teacher, dataset, arch, method, budget, width, labels, seed, sets,
+                runs_dir or Path("runs"),
                 data_root, device, progress, ct.spec_from(spec_file, *[None] * 7), teacher_arch,
                 teacher_width, ct.client_from(api_key_env, concurrency, rate, timeout, retries,
                                               request_batch))
