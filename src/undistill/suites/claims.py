@@ -67,7 +67,7 @@ def paper_claims(doc: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any
                             "a": a, "b": b, **c.as_dict()})
     for r in doc.get("kl", []):
         d = r.get("kl_t1_vs_nasty")
-        if d is None:
+        if d is None or not r["model"].startswith("scm-ensemble"):  # the paper claims it of the ensemble
             continue
         c = verdict_from_summary(f"{r['model']} closer to the normal {r['teacher_arch']} than the "
                                  f"nasty teacher (KL at T=1, paired over evaluation images)",
