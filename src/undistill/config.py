@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from undistill.defences.base import KNOWN_CLASSES, DefenceConfig
+
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names each offending field."""
@@ -41,6 +43,16 @@ class DataConfig(_Strict):
                              "the data files, filled in from the data root when a run is launched "
                              "(undistill.data.fingerprint); empty for data shipped at its default "
                              "location")
+    classes: list[int] | None = Field(None, min_length=1, description="train only on images of "
+                                      "these classes (evaluation keeps all): a held-back class "
+                                      "subset as out-of-distribution queries (Knockoff-style)")
+
+    @field_validator("classes")
+    @classmethod
+    def _class_ids(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (min(v) < 0 or len(set(v)) != len(v)):
+            raise ValueError(f"classes must be distinct non-negative class indices, got {v}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -200,6 +212,9 @@ class RunConfig(_Strict):
     seed: int = 0
     stop_at_acc: float | None = Field(None, gt=0.0, le=100.0, description="stop at the first epoch "
                                       "whose evaluation accuracy (%) reaches this (Nasty-ES)")
+    defence: DefenceConfig | None = Field(None, description="output defence between the teachers "
+                                          "and this run: the method reads defended outputs "
+                                          "(docs/defences.md)")
     name: str = Field("", description="a label for humans; not part of the identity")
 
     @model_validator(mode="after")
@@ -215,6 +230,15 @@ class RunConfig(_Strict):
         if cls.needs_labels and not self.data.labels:
             raise ValueError(f"data.labels: method {self.method.name!r} needs labels; "
                              f"use a distillation method for the no-label setting")
+        if self.defence is not None:
+            if n == 0:
+                raise ValueError("defence: a defence stands between teachers and the student; "
+                                 "this run has no teachers")
+            if self.data.name in KNOWN_CLASSES:
+                try:
+                    self.defence.check_classes(KNOWN_CLASSES[self.data.name])
+                except ValueError as e:
+                    raise ValueError(f"defence.{e}") from None
         for i, t in enumerate(self.teachers):
             if t.data.name != self.data.name:
                 raise ValueError(f"teachers.{i}: trained on {t.data.name!r} but this run uses "
@@ -245,6 +269,8 @@ class RunConfig(_Strict):
             d["external_teachers"] = [t.model_dump(mode="json", exclude={"source", "client"},
                                                    exclude_defaults=True) | {"identity": t.identity}
                                       for t in self.external_teachers]
+        if self.defence is not None:
+            d["defence"] = self.defence.model_dump(mode="json")
         return d
 
     @property

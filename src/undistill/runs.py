@@ -148,6 +148,11 @@ def data_views(cfg: DataConfig, data_root: Path | None, limit: int | None = None
         ev_x, ev_y, split = ds.train_images[val_idx], ds.train_labels[val_idx], "val"
     else:
         ev_x, ev_y, split = ds.test_images, ds.test_labels, "test"
+    if cfg.classes is not None:
+        bad = sorted(set(cfg.classes) - set(range(ds.num_classes)))
+        if bad:
+            raise ValueError(f"data.classes: {bad} out of range for {ds.num_classes} classes")
+        idx = idx[torch.isin(ds.train_labels[idx], torch.tensor(cfg.classes))]
     if cfg.fraction < 1.0:
         idx = idx[subset_indices(idx.numel(), cfg.fraction, cfg.subset_seed)]
     if limit is not None and limit < idx.numel():
@@ -207,4 +212,10 @@ def load_teacher(cfg: RunConfig, runs_dir: Path, data_root: Path | None,
             client = ({"cache": Path(runs_dir) / ANSWERS, "budget": cfg.budget, **e.client.options()}
                       if e.kind == "url" else {})
             members.append(open_config(e, ds, **client).to(device))
-    return Teacher(members)
+    if cfg.defence is None:
+        return Teacher(members)
+    from undistill.defences import build_defence
+    from undistill.defences.teacher import DefendedTeacher
+
+    num_classes = get_dataset(cfg.data.name, data_root, cfg.data.resize).num_classes
+    return DefendedTeacher(members, build_defence(cfg.defence, num_classes).to(device))
