@@ -1,0 +1,351 @@
+"""The defence leaderboard: every attack against every defence, utility against protection.
+
+For each defence (a released model, optionally behind an output defence):
+
+* utility, on the test split: the released answers' top-1 accuracy, their agreement with the
+  undefended (normal) teacher, and the calibration cost (ECE, NLL) honest users see;
+* protection: vanilla accuracy minus the accuracy of the **best** attack's student, the attack
+  (and its hyper-parameters) chosen on a validation split, never on the test set.
+
+Every student trains on the training split minus a validation split (``val_fraction``); its
+checkpoint and any hyper-parameter are chosen by validation accuracy; the test accuracy of the
+chosen checkpoint is what the table reports, as mean and 95 % confidence interval over seeds.
+
+Run: ``python -m undistill.defences.leaderboard --out docs/results/defences-demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from undistill import recipes
+from undistill.config import ConfigError, RunConfig, Runtime, _format
+from undistill.data import normalize
+from undistill.defences.base import DefenceConfig, build_defence
+from undistill.engine import train_run
+from undistill.runs import data_views, get_dataset, load_run_model, run_dir
+from undistill.stats import mean_ci
+from undistill.suites.plan import scale_of, teacher_group
+from undistill.suites.spec import load_suite
+
+Model = Literal["normal", "nasty", "nasty-es", "scm-release"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttackSpec(_Strict):
+    name: str
+    method: str
+    grid: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1,
+                                       description="candidate method parameters, chosen on validation")
+    data: dict[str, Any] = Field(default_factory=dict, description="data-config fields of this "
+                                 "attack (e.g. classes: out-of-distribution queries)")
+    teachers: Literal["released", "sequence"] = Field(
+        "released", description="sequence: the SCM sequence S^1..S^k of the nasty teacher (only "
+        "for the undefended nasty teacher, where that sequence exists)")
+
+
+class DefenceEntry(_Strict):
+    name: str
+    model: Model = "normal"
+    output: DefenceConfig | None = None
+
+
+class StudentSpec(_Strict):
+    arch: str = "cnn"
+    width: float = Field(0.5, gt=0.0)
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(128, ge=1)
+
+
+class LeaderboardSpec(_Strict):
+    name: str
+    title: str = ""
+    suite: str = Field("demo", description="victim teachers: this suite's first teacher group")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    select_seed: int = Field(0, description="seed on which grid candidates are compared")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    vanilla: str = Field("vanilla", description="the attack that is the floor (no teacher)")
+    attacks: list[AttackSpec] = Field(min_length=1)
+    defences: list[DefenceEntry] = Field(min_length=1)
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> LeaderboardSpec:
+        for what, names in (("attacks", [a.name for a in self.attacks]),
+                            ("defences", [d.name for d in self.defences])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what}: names repeat: {names}")
+        if self.vanilla not in [a.name for a in self.attacks]:
+            raise ValueError(f"vanilla: {self.vanilla!r} is not among the attacks")
+        if self.select_seed not in self.seeds:
+            raise ValueError(f"select_seed: {self.select_seed} is not among the seeds {self.seeds}")
+        return self
+
+
+def load_leaderboard(name_or_path: str | Path) -> LeaderboardSpec:
+    """A built-in leaderboard (``defences-demo``) by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"leaderboard file {path} does not exist")
+        text = path.read_text()
+    else:
+        f = resources.files("undistill.defences") / f"{name_or_path}.yaml"
+        if not f.is_file():
+            raise ConfigError(f"unknown leaderboard {name_or_path!r} (built-in: defences-demo)")
+        text = f.read_text()
+    try:
+        return LeaderboardSpec.model_validate(yaml.safe_load(text))
+    except ValidationError as e:
+        raise ConfigError(f"invalid leaderboard {name_or_path}: {_format(e)}") from None
+
+
+@dataclass
+class Victims:
+    normal: RunConfig
+    nasty: RunConfig
+    sequence: list[RunConfig]
+    release: RunConfig
+    data: dict[str, Any]
+
+
+def victims(spec: LeaderboardSpec, runtime: Runtime) -> tuple[Victims, dict[Model, RunConfig]]:
+    """Train (or read back) the suite's teachers; Nasty-ES stops at the SCM release's accuracy."""
+    suite = load_suite(spec.suite)
+    _, scale = scale_of(suite, None)
+    g = teacher_group(suite, suite.teachers[0], scale)
+    assert g.defence is not None, f"suite {spec.suite} releases no SCM defence"
+    for run in (g.normal, g.nasty, *g.sequence, g.defence):
+        train_run(run, runtime)
+    release_acc = train_run(g.defence, runtime).best_acc
+    p = g.nasty.method.params
+    es = recipes.nasty_teacher(g.normal, p["omega"], p["temperature"], optim=g.nasty.optim.model_dump(),
+                               stop_at_acc=round(release_acc, 2), name="nasty-ES")
+    train_run(es, runtime)
+    v = Victims(g.normal, g.nasty, g.sequence, g.defence, g.normal.data.model_dump())
+    return v, {"normal": g.normal, "nasty": g.nasty, "nasty-es": es, "scm-release": g.defence}
+
+
+def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConfig],
+                  d: DefenceEntry | None, a: AttackSpec, params: dict[str, Any], seed: int) -> RunConfig:
+    """The student run of attack ``a`` with ``params`` against defence ``d`` (None: vanilla)."""
+    teachers: list[RunConfig] = []
+    if d is not None:
+        teachers = v.sequence if a.teachers == "sequence" else [models[d.model]]
+    s = spec.student
+    cfg = recipes.student(
+        teachers, s.arch, a.method, params, width=s.width, dataset=v.normal.data.name,
+        data={**v.data, "val_fraction": spec.val_fraction, **a.data},
+        optim={"epochs": s.epochs, "batch_size": s.batch_size}, seed=seed,
+        name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})")
+    if d is not None and d.output is not None:
+        cfg = cfg.model_copy(update={"defence": d.output})
+        cfg = RunConfig.model_validate(cfg.model_dump())
+    return cfg
+
+
+def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
+    """SCM's sequence exists for the undefended nasty teacher only (docs/defences.md)."""
+    return a.teachers == "released" or (d.model == "nasty" and d.output is None)
+
+
+@torch.no_grad()
+def test_accuracy(cfg: RunConfig, runtime: Runtime) -> float:
+    """Test accuracy (%) of a finished run's checkpoint chosen on its validation split."""
+    model = load_run_model(cfg, runtime.runs_dir, runtime.data_root)
+    ds = get_dataset(cfg.data.name, runtime.data_root, cfg.data.resize)
+    correct = 0
+    for xb, yb in zip(ds.test_images.split(1000), ds.test_labels.split(1000), strict=True):
+        correct += int((model(normalize(xb, ds.mean, ds.std)).argmax(1) == yb).sum())
+    return 100.0 * correct / ds.test_labels.numel()
+
+
+@torch.no_grad()
+def utility(model_cfg: RunConfig, normal_cfg: RunConfig, output: DefenceConfig | None,
+            runtime: Runtime, bins: int = 15, seed: int = 0) -> dict[str, float]:
+    """Top-1 accuracy, agreement with the normal teacher, ECE and NLL of the released answers."""
+    ds = get_dataset(model_cfg.data.name, runtime.data_root, model_cfg.data.resize)
+    model = load_run_model(model_cfg, runtime.runs_dir, runtime.data_root)
+    normal = load_run_model(normal_cfg, runtime.runs_dir, runtime.data_root)
+    defence = build_defence(output, ds.num_classes) if output is not None else None
+    torch.manual_seed(seed)  # noise defences: a fixed draw
+    released, reference = [], []
+    for xb in ds.test_images.split(1000):
+        x = normalize(xb, ds.mean, ds.std)
+        p = torch.softmax(model(x).float(), 1)
+        released.append(defence(p, x) if defence is not None else p)
+        reference.append(normal(x).argmax(1))
+    r, ref, y = torch.cat(released), torch.cat(reference), ds.test_labels
+    pred = r.argmax(1)
+    p = r / r.sum(1, keepdim=True).clamp_min(1e-12)  # rounded rows: as a client reads them
+    conf = p.max(1).values
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += float(m.float().mean() * ((pred[m] == y[m]).float().mean() - conf[m].mean()).abs())
+    nll = float(-p.gather(1, y[:, None]).clamp_min(1e-6).log().mean())
+    return {"utility_acc": 100.0 * float((pred == y).float().mean()),
+            "agreement": 100.0 * float((pred == ref).float().mean()), "ece": ece, "nll": nll}
+
+
+def _ci(values: list[float]) -> dict[str, float]:
+    m = mean_ci(values)
+    return {"mean": m.mean, "lo": m.lo, "hi": m.hi, "n": len(values)}
+
+
+def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
+                    log: Any = print) -> dict[str, Any]:
+    """Train everything (cached runs are read back), write the results to ``out_dir``."""
+    t0 = time.perf_counter()
+    v, models = victims(spec, runtime)
+    log(f"victims ready ({time.perf_counter() - t0:.0f} s)")
+    attacks = {a.name: a for a in spec.attacks}
+    vanilla = attacks[spec.vanilla]
+
+    def student(cfg: RunConfig) -> dict[str, float]:
+        res = train_run(cfg, runtime)
+        return {"val": res.best_acc, "test": test_accuracy(cfg, runtime), "run_id": cfg.run_id}
+
+    floor = {s: student(attack_config(spec, v, models, None, vanilla, vanilla.grid[0], s))
+             for s in spec.seeds}
+    rows, cells = [], []
+    for d in spec.defences:
+        model_cfg = models[d.model]
+        row: dict[str, Any] = {"defence": d.name, "model": d.model,
+                               "params": d.output.model_dump(mode="json") if d.output else None,
+                               **utility(model_cfg, v.normal, d.output, runtime)}
+        results = {}
+        for a in spec.attacks:
+            if a.name == spec.vanilla or not applicable(a, d):
+                continue
+            # hyper-parameters: the candidate with the best validation accuracy on select_seed
+            trials = [(student(attack_config(spec, v, models, d, a, g, spec.select_seed))["val"], i)
+                      for i, g in enumerate(a.grid)]
+            best = max(trials)[1] if len(a.grid) > 1 else 0
+            per_seed = {s: student(attack_config(spec, v, models, d, a, a.grid[best], s))
+                        for s in spec.seeds}
+            results[a.name] = {
+                "params": a.grid[best], "grid_val": [t[0] for t in trials],
+                "val": _ci([r["val"] for r in per_seed.values()]),
+                "test": _ci([r["test"] for r in per_seed.values()]),
+                "protection": _ci([floor[s]["test"] - per_seed[s]["test"] for s in spec.seeds]),
+                "seeds": {str(s): r for s, r in per_seed.items()}}
+            cells.append({"defence": d.name, "attack": a.name, **results[a.name]})
+            log(f"{d.name:>16} <- {a.name:<14} val {results[a.name]['val']['mean']:.2f} "
+                f"test {results[a.name]['test']['mean']:.2f} ({time.perf_counter() - t0:.0f} s)")
+        best_attack = max(results, key=lambda k: results[k]["val"]["mean"])  # chosen on validation
+        b = results[best_attack]
+        row.update(best_attack=best_attack, best_attack_params=b["params"],
+                   best_attack_acc=b["test"]["mean"], best_attack_ci=[b["test"]["lo"], b["test"]["hi"]],
+                   protection=b["protection"]["mean"],
+                   protection_ci=[b["protection"]["lo"], b["protection"]["hi"]],
+                   teacher_acc=train_run(model_cfg, runtime).best_acc)
+        rows.append(row)
+    rows.sort(key=lambda r: -r["protection"])
+    vanilla_ci = _ci([floor[s]["test"] for s in spec.seeds])
+    out = {"name": spec.name, "title": spec.title, "seeds": spec.seeds, "vanilla": vanilla_ci,
+           "rows": rows, "cells": cells, "wall_time_s": time.perf_counter() - t0,
+           "notes": spec.notes}
+    write_outputs(out, out_dir)
+    return out
+
+
+def markdown(out: dict[str, Any]) -> str:
+    v = out["vanilla"]
+    lines = [f"# {out['title'] or out['name']}", "",
+             f"Vanilla student (the floor, no teacher): {v['mean']:.2f} % test accuracy "
+             f"[{v['lo']:.2f}, {v['hi']:.2f}] (mean and 95 % CI over seeds {out['seeds']}).", "",
+             "Sorted by protection (vanilla minus the best attack's student; higher protects more). "
+             "Utility columns are the released answers on the test split; the best attack and its "
+             "hyper-parameters are chosen on a validation split.", "",
+             "| Defence | Model | Utility acc (%) | Agreement (%) | ECE | NLL | Best attack | "
+             "Best attack acc (%) [95 % CI] | Protection (points) [95 % CI] |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in out["rows"]:
+        lines.append(f"| {r['defence']} | {r['model']} | {r['utility_acc']:.2f} | {r['agreement']:.2f} | "
+                     f"{r['ece']:.3f} | {r['nll']:.3f} | {r['best_attack']} | {r['best_attack_acc']:.2f} "
+                     f"[{r['best_attack_ci'][0]:.2f}, {r['best_attack_ci'][1]:.2f}] | "
+                     f"{r['protection']:+.2f} [{r['protection_ci'][0]:+.2f}, {r['protection_ci'][1]:+.2f}] |")
+    attacks = sorted({c["attack"] for c in out["cells"]}, key=[c["attack"] for c in out["cells"]].index)
+    lines += ["", "## Every attack against every defence", "",
+              "Student test accuracy (%), mean over seeds; `-`: not applicable.", "",
+              "| Defence | " + " | ".join(attacks) + " |", "| --- |" + " --- |" * len(attacks)]
+    by = {(c["defence"], c["attack"]): c for c in out["cells"]}
+    for r in out["rows"]:
+        vals = [f"{by[(r['defence'], a)]['test']['mean']:.2f}" if (r["defence"], a) in by else "-"
+                for a in attacks]
+        lines.append(f"| {r['defence']} | " + " | ".join(vals) + " |")
+    if out["notes"]:
+        lines += ["", "## Choices", ""] + [f"- {n}" for n in out["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = ("defence", "params", "utility_acc", "agreement", "best_attack", "best_attack_acc",
+            "protection")
+    (out_dir / "leaderboard.json").write_text(json.dumps(
+        {"rows": [{k: r[k] for k in keys} for r in out["rows"]], "details": out}, indent=1) + "\n")
+    (out_dir / "leaderboard.md").write_text(markdown(out))
+    pareto_plot(out["rows"], out_dir / "pareto.png")
+
+
+def pareto_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Utility (released top-1 accuracy) against protection, the Pareto front joined."""
+    from undistill.plots import _figure, _save
+
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for r in rows:
+        ax.scatter(r["utility_acc"], r["protection"], color="tab:blue")
+        ax.annotate(r["defence"], (r["utility_acc"], r["protection"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    front, best = [], float("-inf")
+    for r in sorted(rows, key=lambda r: (-r["utility_acc"], -r["protection"])):
+        if r["protection"] > best:
+            front.append(r)
+            best = r["protection"]
+    ax.plot([r["utility_acc"] for r in front], [r["protection"] for r in front], color="tab:red",
+            linewidth=1, label="Pareto front")
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_xlabel("utility: released top-1 accuracy (%)")
+    ax.set_ylabel("protection: vanilla - best attack (points)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m undistill.defences.leaderboard",
+                                 description="every attack against every defence (docs/defences.md)")
+    ap.add_argument("spec", nargs="?", default="defences-demo", help="built-in name or YAML path")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    spec = load_leaderboard(args.spec)
+    runtime = Runtime(runs_dir=args.runs_dir, device=args.device, progress=False,
+                      num_threads=args.threads)
+    out = run_leaderboard(spec, runtime, args.out)
+    print(f"wrote {args.out} ({out['wall_time_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
