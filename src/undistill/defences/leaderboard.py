@@ -8,8 +8,9 @@ For each defence (a released model, optionally behind an output defence):
   (and its hyper-parameters) chosen on a validation split, never on the test set.
 
 Every student trains on the training split minus a validation split (``val_fraction``); its
-checkpoint and any hyper-parameter are chosen by validation accuracy; the test accuracy of the
-chosen checkpoint is what the table reports, as mean and 95 % confidence interval over seeds.
+hyper-parameters and the best attack are chosen by the final model's validation accuracy; the
+final model's test accuracy (``RunResult.test_acc``) is what the table reports, as mean and 95 %
+Student-t confidence interval over seeds (:func:`undistill.stats.mean_ci`).
 
 Run: ``python -m undistill.defences.leaderboard --out docs/results/defences-demo``.
 """
@@ -33,12 +34,12 @@ from undistill.config import ConfigError, RunConfig, Runtime, _format
 from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
 from undistill.engine import train_run
-from undistill.runs import data_views, get_dataset, load_run_model, run_dir
+from undistill.runs import get_dataset, load_run_model
 from undistill.stats import mean_ci
 from undistill.suites.plan import scale_of, teacher_group
 from undistill.suites.spec import load_suite
 
-Model = Literal["normal", "nasty", "nasty-es", "scm-release"]
+Model = Literal["normal", "nasty", "scm-release"]
 
 
 class _Strict(BaseModel):
@@ -68,6 +69,7 @@ class StudentSpec(_Strict):
     width: float = Field(0.5, gt=0.0)
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(128, ge=1)
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of the training split")
 
 
 class LeaderboardSpec(_Strict):
@@ -124,20 +126,20 @@ class Victims:
 
 
 def victims(spec: LeaderboardSpec, runtime: Runtime) -> tuple[Victims, dict[Model, RunConfig]]:
-    """Train (or read back) the suite's teachers; Nasty-ES stops at the SCM release's accuracy."""
+    """Train (or read back) the suite's teachers: normal, nasty, and the SCM release S^r.
+
+    The attacker's sequence is S^1..S^r (the nasty teacher up to the release), so no model
+    beyond the release is trained."""
     suite = load_suite(spec.suite)
     _, scale = scale_of(suite, None)
     g = teacher_group(suite, suite.teachers[0], scale)
-    assert g.defence is not None, f"suite {spec.suite} releases no SCM defence"
-    for run in (g.normal, g.nasty, *g.sequence, g.defence):
+    if g.defence is None:
+        raise ConfigError(f"suite: {spec.suite!r} releases no SCM defence")
+    sequence = g.sequence[:suite.defence.release]
+    for run in (g.normal, g.nasty, *sequence):
         train_run(run, runtime)
-    release_acc = train_run(g.defence, runtime).best_acc
-    p = g.nasty.method.params
-    es = recipes.nasty_teacher(g.normal, p["omega"], p["temperature"], optim=g.nasty.optim.model_dump(),
-                               stop_at_acc=round(release_acc, 2), name="nasty-ES")
-    train_run(es, runtime)
-    v = Victims(g.normal, g.nasty, g.sequence, g.defence, g.normal.data.model_dump())
-    return v, {"normal": g.normal, "nasty": g.nasty, "nasty-es": es, "scm-release": g.defence}
+    v = Victims(g.normal, g.nasty, sequence, g.defence, g.normal.data.model_dump())
+    return v, {"normal": g.normal, "nasty": g.nasty, "scm-release": g.defence}
 
 
 def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConfig],
@@ -149,7 +151,7 @@ def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConf
     s = spec.student
     cfg = recipes.student(
         teachers, s.arch, a.method, params, width=s.width, dataset=v.normal.data.name,
-        data={**v.data, "val_fraction": spec.val_fraction, **a.data},
+        data={**v.data, "val_fraction": spec.val_fraction, "fraction": s.fraction, **a.data},
         optim={"epochs": s.epochs, "batch_size": s.batch_size}, seed=seed,
         name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})")
     if d is not None and d.output is not None:
@@ -161,17 +163,6 @@ def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConf
 def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
     """SCM's sequence exists for the undefended nasty teacher only (docs/defences.md)."""
     return a.teachers == "released" or (d.model == "nasty" and d.output is None)
-
-
-@torch.no_grad()
-def test_accuracy(cfg: RunConfig, runtime: Runtime) -> float:
-    """Test accuracy (%) of a finished run's checkpoint chosen on its validation split."""
-    model = load_run_model(cfg, runtime.runs_dir, runtime.data_root)
-    ds = get_dataset(cfg.data.name, runtime.data_root, cfg.data.resize)
-    correct = 0
-    for xb, yb in zip(ds.test_images.split(1000), ds.test_labels.split(1000), strict=True):
-        correct += int((model(normalize(xb, ds.mean, ds.std)).argmax(1) == yb).sum())
-    return 100.0 * correct / ds.test_labels.numel()
 
 
 @torch.no_grad()
@@ -205,78 +196,85 @@ def utility(model_cfg: RunConfig, normal_cfg: RunConfig, output: DefenceConfig |
 
 
 def _ci(values: list[float]) -> dict[str, float]:
+    """Mean and 95 % Student-t interval over seeds (``lo = hi = mean`` for one seed)."""
     m = mean_ci(values)
-    return {"mean": m.mean, "lo": m.lo, "hi": m.hi, "n": len(values)}
+    half = m.ci or 0.0
+    return {"mean": m.mean, "lo": m.mean - half, "hi": m.mean + half, "n": m.n}
 
 
 def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
                     log: Any = print) -> dict[str, Any]:
-    """Train everything (cached runs are read back), write the results to ``out_dir``."""
-    t0 = time.perf_counter()
+    """Train everything (finished runs are read back), write the results to ``out_dir``.
+
+    The outputs are rewritten after every defence, so an interrupted run leaves the defences done
+    so far on disk; running it again resumes (runs are content-addressed)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     v, models = victims(spec, runtime)
     log(f"victims ready ({time.perf_counter() - t0:.0f} s)")
     attacks = {a.name: a for a in spec.attacks}
     vanilla = attacks[spec.vanilla]
 
-    def student(cfg: RunConfig) -> dict[str, float]:
-        res = train_run(cfg, runtime)
-        return {"val": res.best_acc, "test": test_accuracy(cfg, runtime), "run_id": cfg.run_id}
+    def student(cfg: RunConfig) -> dict[str, Any]:
+        res = train_run(cfg, runtime)  # last_acc on val; test_acc: the final model's, never selected
+        return {"val": res.last_acc, "test": res.test_acc, "run_id": cfg.run_id}
 
     floor = {s: student(attack_config(spec, v, models, None, vanilla, vanilla.grid[0], s))
              for s in spec.seeds}
-    rows, cells = [], []
+    out: dict[str, Any] = {"name": spec.name, "title": spec.title, "seeds": spec.seeds,
+                           "vanilla": _ci([floor[s]["test"] for s in spec.seeds]),
+                           "rows": [], "cells": [], "notes": spec.notes}
     for d in spec.defences:
         model_cfg = models[d.model]
         row: dict[str, Any] = {"defence": d.name, "model": d.model,
                                "params": d.output.model_dump(mode="json") if d.output else None,
+                               "teacher_acc": train_run(model_cfg, runtime).test_acc,
                                **utility(model_cfg, v.normal, d.output, runtime)}
         results = {}
         for a in spec.attacks:
             if a.name == spec.vanilla or not applicable(a, d):
                 continue
             # hyper-parameters: the candidate with the best validation accuracy on select_seed
-            trials = [(student(attack_config(spec, v, models, d, a, g, spec.select_seed))["val"], i)
-                      for i, g in enumerate(a.grid)]
-            best = max(trials)[1] if len(a.grid) > 1 else 0
+            trials = [student(attack_config(spec, v, models, d, a, g, spec.select_seed))["val"]
+                      for g in a.grid]
+            best = max(range(len(trials)), key=trials.__getitem__)
             per_seed = {s: student(attack_config(spec, v, models, d, a, a.grid[best], s))
                         for s in spec.seeds}
             results[a.name] = {
-                "params": a.grid[best], "grid_val": [t[0] for t in trials],
+                "params": a.grid[best], "grid_val": trials,
                 "val": _ci([r["val"] for r in per_seed.values()]),
                 "test": _ci([r["test"] for r in per_seed.values()]),
                 "protection": _ci([floor[s]["test"] - per_seed[s]["test"] for s in spec.seeds]),
                 "seeds": {str(s): r for s, r in per_seed.items()}}
-            cells.append({"defence": d.name, "attack": a.name, **results[a.name]})
-            log(f"{d.name:>16} <- {a.name:<14} val {results[a.name]['val']['mean']:.2f} "
-                f"test {results[a.name]['test']['mean']:.2f} ({time.perf_counter() - t0:.0f} s)")
+            out["cells"].append({"defence": d.name, "attack": a.name, **results[a.name]})
+            log(f"{d.name:>16} <- {a.name:<14} val {results[a.name]['val']['mean']:6.2f} "
+                f"test {results[a.name]['test']['mean']:6.2f} ({time.perf_counter() - t0:.0f} s)")
         best_attack = max(results, key=lambda k: results[k]["val"]["mean"])  # chosen on validation
         b = results[best_attack]
         row.update(best_attack=best_attack, best_attack_params=b["params"],
                    best_attack_acc=b["test"]["mean"], best_attack_ci=[b["test"]["lo"], b["test"]["hi"]],
                    protection=b["protection"]["mean"],
-                   protection_ci=[b["protection"]["lo"], b["protection"]["hi"]],
-                   teacher_acc=train_run(model_cfg, runtime).best_acc)
-        rows.append(row)
-    rows.sort(key=lambda r: -r["protection"])
-    vanilla_ci = _ci([floor[s]["test"] for s in spec.seeds])
-    out = {"name": spec.name, "title": spec.title, "seeds": spec.seeds, "vanilla": vanilla_ci,
-           "rows": rows, "cells": cells, "wall_time_s": time.perf_counter() - t0,
-           "notes": spec.notes}
-    write_outputs(out, out_dir)
+                   protection_ci=[b["protection"]["lo"], b["protection"]["hi"]])
+        out["rows"].append(row)
+        out["rows"].sort(key=lambda r: -r["protection"])
+        out.update(wall_time_s=time.perf_counter() - t0, cpu_time_s=time.process_time() - c0,
+                   complete=d is spec.defences[-1])
+        write_outputs(out, out_dir)
     return out
 
 
 def markdown(out: dict[str, Any]) -> str:
     v = out["vanilla"]
-    lines = [f"# {out['title'] or out['name']}", "",
-             f"Vanilla student (the floor, no teacher): {v['mean']:.2f} % test accuracy "
-             f"[{v['lo']:.2f}, {v['hi']:.2f}] (mean and 95 % CI over seeds {out['seeds']}).", "",
-             "Sorted by protection (vanilla minus the best attack's student; higher protects more). "
-             "Utility columns are the released answers on the test split; the best attack and its "
-             "hyper-parameters are chosen on a validation split.", "",
-             "| Defence | Model | Utility acc (%) | Agreement (%) | ECE | NLL | Best attack | "
-             "Best attack acc (%) [95 % CI] | Protection (points) [95 % CI] |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"# {out['title'] or out['name']}", ""]
+    if not out.get("complete", True):
+        lines += ["**Incomplete**: the run was interrupted; the defences below are those finished.", ""]
+    lines += [f"Vanilla student (the floor, no teacher): {v['mean']:.2f} % test accuracy "
+              f"[{v['lo']:.2f}, {v['hi']:.2f}] (mean and 95 % CI over seeds {out['seeds']}).", "",
+              "Sorted by protection (vanilla minus the best attack's student; higher protects more). "
+              "Utility columns are the released answers on the test split; the best attack and its "
+              "hyper-parameters are chosen on a validation split.", "",
+              "| Defence | Model | Utility acc (%) | Agreement (%) | ECE | NLL | Best attack | "
+              "Best attack acc (%) [95 % CI] | Protection (points) [95 % CI] |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in out["rows"]:
         lines.append(f"| {r['defence']} | {r['model']} | {r['utility_acc']:.2f} | {r['agreement']:.2f} | "
                      f"{r['ece']:.3f} | {r['nll']:.3f} | {r['best_attack']} | {r['best_attack_acc']:.2f} "

@@ -1,0 +1,75 @@
+"""The defence leaderboard end to end on tiny digits runs: rows, protection, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from undistill.config import ConfigError, Runtime
+from undistill.defences.leaderboard import LeaderboardSpec, load_leaderboard, run_leaderboard
+
+SUITE = {
+    "name": "tiny", "dataset": "digits",
+    "teachers": [{"arch": "cnn", "width": 0.25, "epochs": 4, "nasty": {"omega": 0.04, "temperature": 4}}],
+    "students": [{"arch": "cnn", "width": 0.25, "epochs": 1}],
+    "scm": {"k": 2}, "defence": {"release": 2, "nasty_es": False},
+    "scales": {"cpu": {}}, "default_scale": "cpu",
+}
+
+
+def spec(suite_path: Path, **over) -> LeaderboardSpec:
+    d = {
+        "name": "tiny", "suite": str(suite_path), "seeds": [0, 1], "val_fraction": 0.2,
+        "student": {"arch": "cnn", "width": 0.25, "epochs": 2},
+        "attacks": [{"name": "vanilla", "method": "vanilla"},
+                    {"name": "kd", "method": "kd", "grid": [{"temperature": 1}, {"temperature": 4}]},
+                    {"name": "hard-label", "method": "hard-label"},
+                    {"name": "scm", "method": "scm", "teachers": "sequence"}],
+        "defences": [{"name": "none"}, {"name": "nasty", "model": "nasty"},
+                     {"name": "labels", "output": {"name": "labels"}}],
+    }
+    d.update(over)
+    return LeaderboardSpec.model_validate(d)
+
+
+def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    runtime = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
+    out = run_leaderboard(spec(suite), runtime, tmp_path / "out", log=lambda *_: None)
+    rows = {r["defence"]: r for r in out["rows"]}
+    assert set(rows) == {"none", "nasty", "labels"}
+    assert [r["protection"] for r in out["rows"]] == sorted((r["protection"] for r in out["rows"]),
+                                                            reverse=True)
+    cells = {(c["defence"], c["attack"]): c for c in out["cells"]}
+    assert ("nasty", "scm") in cells and ("labels", "scm") not in cells  # the sequence: nasty only
+    for name, r in rows.items():
+        best = cells[(name, r["best_attack"])]
+        # the best attack is chosen on validation, and protection is vanilla minus its test accuracy
+        assert best["val"]["mean"] == max(c["val"]["mean"] for (d, _), c in cells.items() if d == name)
+        assert r["protection"] == pytest.approx(out["vanilla"]["mean"] - r["best_attack_acc"])
+        assert len(cells[(name, "kd")]["grid_val"]) == 2
+    assert rows["labels"]["utility_acc"] == pytest.approx(rows["none"]["utility_acc"])  # same top-1
+    assert rows["labels"]["agreement"] == 100.0 and rows["labels"]["nll"] > rows["none"]["nll"]
+    saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert set(saved["rows"][0]) == {"defence", "params", "utility_acc", "agreement", "best_attack",
+                                     "best_attack_acc", "protection"}
+    assert saved["rows"][0]["defence"] == out["rows"][0]["defence"]
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "| labels | normal |" in md and "Incomplete" not in md
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+
+
+def test_leaderboard_spec_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="vanilla"):
+        spec(tmp_path / "s.yaml", vanilla="floor")
+    with pytest.raises(ValueError, match="names repeat"):
+        spec(tmp_path / "s.yaml", defences=[{"name": "a"}, {"name": "a"}])
+    with pytest.raises(ValueError, match=r"params.k"):
+        spec(tmp_path / "s.yaml", defences=[{"name": "a", "output": {"name": "topk", "params": {"k": 0}}}])
+    assert len(load_leaderboard("defences-demo").defences) >= 10
+    with pytest.raises(ConfigError, match="unknown leaderboard"):
+        load_leaderboard("nope")
