@@ -311,7 +311,9 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     for r in rows:
-        ax.scatter(r["utility_acc"], r["protection"], color="tab:blue")
+        lo, hi = r["protection_ci"]
+        ax.errorbar(r["utility_acc"], r["protection"], yerr=[[r["protection"] - lo], [hi - r["protection"]]],
+                    fmt="o", color="tab:blue", ecolor="lightsteelblue", capsize=2)
         ax.annotate(r["defence"], (r["utility_acc"], r["protection"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     front, best = [], float("-inf")
@@ -323,7 +325,7 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path) -> None:
             linewidth=1, label="Pareto front")
     ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_xlabel("utility: released top-1 accuracy (%)")
-    ax.set_ylabel("protection: vanilla - best attack (points)")
+    ax.set_ylabel("protection: vanilla - best attack (points, 95 % CI)")
     ax.legend(fontsize=8)
     _save(fig, path)
 
