@@ -13,7 +13,7 @@ from undistill.defences.leaderboard import LeaderboardSpec, load_leaderboard, ru
 
 SUITE = {
     "name": "tiny", "dataset": "digits",
-    "teachers": [{"arch": "cnn", "width": 0.25, "epochs": 4, "nasty": {"omega": 0.04, "temperature": 4}}],
+    "teachers": [{"arch": "cnn", "width": 0.25, "epochs": 2, "nasty": {"omega": 0.04, "temperature": 4}}],
     "students": [{"arch": "cnn", "width": 0.25, "epochs": 1}],
     "scm": {"k": 2}, "defence": {"release": 2, "nasty_es": False},
     "scales": {"cpu": {}}, "default_scale": "cpu",
@@ -23,7 +23,7 @@ SUITE = {
 def spec(suite_path: Path, **over) -> LeaderboardSpec:
     d = {
         "name": "tiny", "suite": str(suite_path), "seeds": [0, 1], "val_fraction": 0.2,
-        "student": {"arch": "cnn", "width": 0.25, "epochs": 2},
+        "student": {"arch": "cnn", "width": 0.25, "epochs": 1},
         "attacks": [{"name": "vanilla", "method": "vanilla"},
                     {"name": "kd", "method": "kd", "grid": [{"temperature": 1}, {"temperature": 4}]},
                     {"name": "hard-label", "method": "hard-label"},

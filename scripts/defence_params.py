@@ -1,0 +1,69 @@
+"""The defender's side of the leaderboard: utility of candidate defence parameters on a validation
+split (never the test set), for the demo's normal teacher.
+
+    python scripts/defence_params.py --runs-dir runs/defences-demo  # prints a table; needs the teacher
+
+For each candidate: top-1 accuracy of the released answers on the 10 % validation split of the
+training set, their agreement with the undefended teacher, and the mean L1 change of the answers.
+The defences-demo leaderboard's parameters were set from this table (docs/defences.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from undistill.config import Runtime
+from undistill.data import normalize, split_validation
+from undistill.defences import build_defence
+from undistill.defences.leaderboard import load_leaderboard
+from undistill.engine import train_run
+from undistill.runs import get_dataset, load_run_model
+from undistill.suites import load_suite
+from undistill.suites.plan import scale_of, teacher_group
+
+CANDIDATES = [
+    {"name": "topk", "params": {"k": 2}},
+    {"name": "round", "params": {"decimals": 1}},
+    {"name": "noise", "params": {"kind": "gaussian", "scale": 0.2, "keep_top1": True}},
+    {"name": "reverse-sigmoid", "params": {"beta": 1.0, "gamma": 0.1}},
+    {"name": "reverse-sigmoid", "params": {"beta": 0.7, "gamma": 0.4}},
+    {"name": "reverse-sigmoid", "params": {"beta": 1.0, "gamma": 0.4}},
+    {"name": "mad", "params": {"epsilon": 0.5}},
+    {"name": "mad", "params": {"epsilon": 1.0, "keep_top1": True}},
+    {"name": "misinformation", "params": {"tau": 0.5, "nu": 30}},
+    {"name": "misinformation", "params": {"tau": 0.6, "nu": 30}},
+]
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/defences-demo"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    runtime = Runtime(runs_dir=args.runs_dir, device="cpu", progress=False)
+    spec = load_leaderboard("defences-demo")
+    suite = load_suite(spec.suite)
+    normal = teacher_group(suite, suite.teachers[0], scale_of(suite, None)[1]).normal
+    train_run(normal, runtime)  # read back when the leaderboard trained it
+    model = load_run_model(normal, args.runs_dir)
+    ds = get_dataset(normal.data.name, None, normal.data.resize)
+    _, val = split_validation(ds.train_labels, spec.val_fraction, 0)
+    x, y = normalize(ds.train_images[val], ds.mean, ds.std), ds.train_labels[val]
+    p = torch.softmax(model(x), 1)
+    print(f"teacher: {100 * (p.argmax(1) == y).float().mean():.2f} % on {len(y)} validation images")
+    print("| defence | val acc (%) | agreement (%) | mean L1 change |\n| --- | --- | --- | --- |")
+    for c in CANDIDATES:
+        torch.manual_seed(0)
+        r = build_defence(c, ds.num_classes)(p, x)
+        change = (r / r.sum(1, keepdim=True) - p).abs().sum(1).mean()
+        label = f"{c['name']} {c['params']}"
+        print(f"| {label} | {100 * (r.argmax(1) == y).float().mean():.2f} | "
+              f"{100 * (r.argmax(1) == p.argmax(1)).float().mean():.2f} | {change:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
