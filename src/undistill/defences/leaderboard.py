@@ -9,8 +9,8 @@ For each defence (a released model, optionally behind an output defence):
 
 Every student trains on the training split minus a validation split (``val_fraction``); its
 hyper-parameters and the best attack are chosen by the final model's validation accuracy; the
-final model's test accuracy (``RunResult.test_acc``) is what the table reports, as mean and 95 %
-Student-t confidence interval over seeds (:func:`undistill.stats.mean_ci`).
+final model's test accuracy (:func:`undistill.analysis.test_accuracy`) is what the table
+reports, as mean and 95 % Student-t confidence interval over seeds (:func:`undistill.stats.mean_ci`).
 
 Run: ``python -m undistill.defences.leaderboard --out docs/results/defences-demo``.
 """
@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from undistill import recipes
+from undistill.analysis import test_accuracy
 from undistill.config import ConfigError, RunConfig, Runtime, _format
 from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
@@ -215,8 +216,9 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
     vanilla = attacks[spec.vanilla]
 
     def student(cfg: RunConfig) -> dict[str, Any]:
-        res = train_run(cfg, runtime)  # last_acc on val; test_acc: the final model's, never selected
-        return {"val": res.last_acc, "test": res.test_acc, "run_id": cfg.run_id}
+        res = train_run(cfg, runtime)  # last_acc: the final model on val
+        test = test_accuracy(cfg, runtime.runs_dir, runtime.data_root)  # the final model, once
+        return {"val": res.last_acc, "test": test, "run_id": cfg.run_id}
 
     floor = {s: student(attack_config(spec, v, models, None, vanilla, vanilla.grid[0], s))
              for s in spec.seeds}
@@ -227,7 +229,7 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
         model_cfg = models[d.model]
         row: dict[str, Any] = {"defence": d.name, "model": d.model,
                                "params": d.output.model_dump(mode="json") if d.output else None,
-                               "teacher_acc": train_run(model_cfg, runtime).test_acc,
+                               "teacher_acc": test_accuracy(model_cfg, runtime.runs_dir, runtime.data_root),
                                **utility(model_cfg, v.normal, d.output, runtime)}
         results = {}
         for a in spec.attacks:
