@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_teacher
 
-from undistill.config import ConfigError, parse_config
+from undistill.config import ConfigError, load_config, parse_config
 from undistill.defences import DEFENCES, RELEASE_FLOOR, DefenceConfig, build_defence, released_logits
 from undistill.defences.mad import mad_targets
 from undistill.defences.misinformation import misinformation_mix
@@ -60,6 +60,16 @@ def test_bad_parameters_are_rejected_when_the_config_is_read(spec: dict, field: 
     head, _, rest = field.partition(".")  # "defence: Value error, params.k: ..." or "defence.params.k"
     with pytest.raises(ConfigError, match=rf"{head}\b.*{rest}: "):
         student_config(tiny_teacher(epochs=1), defence=spec)
+
+
+def test_a_defence_from_command_line_overrides_is_validated() -> None:
+    base = student_config(tiny_teacher(epochs=1)).model_dump()
+    cfg = load_config(None, ["defence.name=topk", "defence.params.k=3"], base=base)
+    assert cfg.defence == DefenceConfig(name="topk", params={"k": 3})
+    with pytest.raises(ConfigError, match=r"defence\b.*params.k: 11 is larger than the 10 classes"):
+        load_config(None, ["defence.name=topk", "defence.params.k=11"], base=base)
+    with pytest.raises(ConfigError, match=r"defence\b.*params.decimals"):
+        load_config(None, ["defence.name=round", "defence.params.decimals=-2"], base=base)
 
 
 def test_a_defence_needs_teachers() -> None:

@@ -321,7 +321,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node: Any = data
         parts = key.split(".")
         for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+            if isinstance(node, dict) and node.get(p) is None:
+                node[p] = {}  # an absent or null section (e.g. "defence": null in a config.json)
+            node = node[int(p)] if isinstance(node, list) else node[p]
         value = yaml.safe_load(raw)
         if isinstance(node, list):
             node[int(parts[-1])] = value
