@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from conftest import tiny_teacher
 
 from undistill.config import ConfigError, load_config, parse_config
-from undistill.defences import DEFENCES, RELEASE_FLOOR, DefenceConfig, build_defence, released_logits
+from undistill.defences import (
+    DEFENCES,
+    RELEASE_FLOOR,
+    DefenceConfig,
+    build_defence,
+    parse_defence,
+    released_logits,
+)
 from undistill.defences.mad import mad_targets
 from undistill.defences.misinformation import misinformation_mix
 from undistill.defences.teacher import DefendedTeacher
 from undistill.engine import train_run
 from undistill.losses import cross_entropy
 from undistill.methods import METHODS, Teacher
-from undistill.runs import data_views, load_run_model, load_teacher
+from undistill.runs import data_views, get_dataset, load_run_model, load_teacher
 
 
 def probs(n: int = 64, c: int = 10, seed: int = 0, scale: float = 3.0) -> torch.Tensor:
@@ -274,3 +282,41 @@ def test_data_classes_keep_only_those_training_images() -> None:
     d["data"]["classes"] = [1, 1]
     with pytest.raises(ConfigError, match="data.classes"):
         parse_config(d)
+
+
+def test_parse_defence_names_the_bad_field() -> None:
+    assert torch.equal(parse_defence("{name: labels}", 10)(torch.tensor([[0.2, 0.8]])),
+                       torch.tensor([[0.0, 1.0]]))
+    for text, msg in [("{name: topk, params: {k: 11}}", "--defence: params.k: 11 is larger"),
+                      ("{name: noise, params: {scale: -1}}", "--defence: params.scale"),
+                      ("{name: blur}", "--defence: name: unknown defence 'blur'"),
+                      ("topk", "--defence: expected a mapping"), ("{name: [", "--defence: not valid YAML")]:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            parse_defence(text, 10)
+
+
+def test_serve_answers_through_a_defence(tmp_path) -> None:
+    from starlette.testclient import TestClient
+
+    from undistill.serve import create_app
+    from undistill.teachers import Teacher as Source
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    torch.jit.save(torch.jit.trace(m, torch.randn(2, 1, 8, 8)), tmp_path / "t.ts")
+    teacher = Source.open(tmp_path / "t.ts").bind_dataset(get_dataset("digits", None))
+    x = torch.randn(5, 1, 8, 8)
+
+    def ask(policy) -> torch.Tensor:
+        r = TestClient(create_app(teacher, policy=policy)).post("/v2/models/model/infer", json={
+            "inputs": [{"name": "input", "shape": [5, 1, 8, 8], "datatype": "FP32",
+                        "data": x.flatten().tolist()}]})
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        return torch.tensor(out["data"]).reshape(out["shape"])
+
+    full = ask(None)
+    assert torch.equal(ask(parse_defence("{name: labels}", 10)), defence("labels")(full))
+    mad = ask(parse_defence("{name: mad, params: {epsilon: 0.5}}", 10))  # reads the queries too
+    assert torch.allclose(mad, defence("mad", epsilon=0.5)(full, x), atol=1e-6)
+    assert not torch.allclose(mad, full)

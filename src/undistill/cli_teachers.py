@@ -98,6 +98,9 @@ def register(app: typer.Typer) -> None:
                           ] = "full",
         top_k: Annotated[int, typer.Option("--top-k", help="k of the top-k policy")] = 1,
         decimals: Annotated[int, typer.Option(help="decimals of the round policy")] = 2,
+        defence: Annotated[str | None, typer.Option(help="an output defence instead of --policy, as "
+                                                    "YAML: '{name: mad, params: {epsilon: 1}}' "
+                                                    "(docs/defences.md)")] = None,
         api_key_env: ApiKeyEnv = None,
         max_request_mb: Annotated[float, typer.Option(help="request size limit (MiB)")] = 16.0,
         spec_file: SpecFile = None, input_size: ImageSize = None, input_channels: Channels = None,
@@ -120,7 +123,13 @@ def register(app: typer.Typer) -> None:
             if dataset is not None and t.kind != "run":
                 t.bind_dataset(get_dataset(dataset, data_root))
             t.probe()
-            pol = make_policy(policy, top_k, decimals)
+            if defence is not None:
+                from undistill.defences import parse_defence
+
+                pol = parse_defence(defence, t.spec.num_classes)
+                policy = f"defence {defence}"
+            else:
+                pol = make_policy(policy, top_k, decimals)
         except errors() as e:
             fail(str(e))
         key = os.environ.get(api_key_env) if api_key_env else None

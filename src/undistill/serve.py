@@ -7,7 +7,8 @@ output ``probabilities`` ``[N, C]`` after the output policy. Requests larger tha
 ``max_request_bytes`` get 413, a missing or wrong API key 401, malformed requests 400.
 
 An output policy is a function ``probs [N, C] -> probs [N, C]`` (:data:`POLICIES`: ``full``,
-``top-k``, ``round``, ``labels``); ``undistill.defences`` plugs in more. The optional extra
+``top-k``, ``round``, ``labels``); every output defence of ``undistill.defences`` is one too (a
+defence that reads the queries, MAD, gets the request's images). The optional extra
 ``undistill[serve]`` (Starlette, uvicorn).
 """
 
@@ -150,6 +151,8 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
         with lock, torch.no_grad():
             out = teacher._answer(x)
         probs = out if teacher.spec.outputs == "probs" else out.softmax(1)
+        if getattr(policy, "uses_inputs", lambda: False)():  # a defence reading the queries (MAD)
+            return policy(probs.float(), x)
         return policy(probs.float())
 
     async def infer(request: Request) -> JSONResponse:

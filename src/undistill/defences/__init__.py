@@ -10,8 +10,9 @@ from undistill.defences.base import (
     DefenceConfig,
     DefenceParams,
     build_defence,
+    parse_defence,
     released_logits,
 )
 
 __all__ = ["DEFENCES", "KNOWN_CLASSES", "RELEASE_FLOOR", "Defence", "DefenceConfig", "DefenceParams",
-           "build_defence", "released_logits"]
+           "build_defence", "parse_defence", "released_logits"]

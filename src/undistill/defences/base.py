@@ -118,6 +118,27 @@ def build_defence(cfg: DefenceConfig | dict[str, Any], num_classes: int | None =
     return cls(cls.Params(**cfg.params))
 
 
+def parse_defence(text: str, num_classes: int | None = None) -> Defence:
+    """A defence from a YAML/JSON mapping (``"{name: topk, params: {k: 2}}"``), e.g. a command-line
+    option; a bad one raises ValueError ``"--defence: <field>: ..."``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--defence: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--defence: expected a mapping such as '{{name: topk, params: {{k: 2}}}}', "
+                         f"got {text!r}")
+    try:
+        return build_defence(DefenceConfig.model_validate(data), num_classes)
+    except ValidationError as e:
+        raise ValueError("--defence: " + "; ".join(str(err["msg"]).removeprefix("Value error, ")
+                                                   for err in e.errors())) from None
+    except ValueError as e:
+        raise ValueError(f"--defence: {e}") from None
+
+
 def released_logits(released: torch.Tensor, floor: float = RELEASE_FLOOR) -> torch.Tensor:
     """What every attack reads of released probabilities: ``log(max(p, floor))``.
 
