@@ -59,6 +59,8 @@ from undistill.config import OptimConfig, RunConfig, Runtime
 from undistill.data import DeviceLoader
 from undistill.data.loader import epoch_seed
 from undistill.methods import METHODS, Method
+from undistill.precision import ComputePath
+from undistill.precision import resolve as resolve_compute_path
 from undistill.progress import Reporter
 from undistill.runs import (
     BEST,
@@ -95,6 +97,7 @@ class RunResult:
     eval_split: str
     wall_time_s: float
     cached: bool = False
+    compute: str = ""  # the numeric path that trained it (undistill.precision); "" in older results
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -177,11 +180,9 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
 
 
 def runtime_formats(runtime: Runtime, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels_last) for this runtime on this device: both on by default on CUDA."""
-    on_gpu = device.type == "cuda"
-    bf16 = runtime.precision == "bf16" or (runtime.precision == "auto" and on_gpu)
-    channels_last = on_gpu if runtime.channels_last is None else runtime.channels_last
-    return bf16, channels_last
+    """(bf16 autocast, channels_last) for this runtime on this device (see :mod:`undistill.precision`)."""
+    path = resolve_compute_path(runtime, device)
+    return path.bf16, path.channels_last
 
 
 def train_step(step_fn: Any, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
@@ -379,6 +380,9 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     if not ddp.main:
         reporter = Reporter(enabled=False)
     bf16, channels_last = runtime_formats(runtime, device)
+    if ddp.enabled:  # rank 0's path on every rank (a per-machine probe could differ between ranks)
+        bf16, channels_last = (v > 0 for v in ddp.sum([bf16 and ddp.main, channels_last and ddp.main],
+                                                       device))
     fmt = torch.channels_last if channels_last else None
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
@@ -504,7 +508,8 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
             record = {"epoch": epoch, "lr": lr, **{f"train/{k}": v for k, v in means.items()},
                       "train/acc": train_acc, "eval/acc": acc,
                       "eval/loss": eval_loss, "eval/split": views.eval_split,
-                      "time_s": train_time, "images_per_s": seen_all / max(train_time, 1e-9)}
+                      "time_s": train_time, "images_per_s": seen_all / max(train_time, 1e-9),
+                      "compute": ComputePath(bf16, channels_last).name}
             history.append(record)
             improved = acc > best_acc
             if improved:
@@ -536,7 +541,8 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     result = RunResult(
         run_id=cfg.run_id, run_dir=str(out), best_acc=best_acc, best_epoch=best_epoch,
         last_acc=history[-1]["eval/acc"], epochs_run=len(history), status=status,
-        eval_split=views.eval_split, wall_time_s=sum(r["time_s"] for r in history))
+        eval_split=views.eval_split, wall_time_s=sum(r["time_s"] for r in history),
+        compute=",".join(dict.fromkeys(str(r.get("compute", "unrecorded")) for r in history)))
     if ddp.main:
         atomic_write_json(out / RESULT, {"result": asdict(result), "config": cfg.model_dump(mode="json")})
     ddp.barrier(device)  # the result exists for every rank before any goes on (e.g. to a student)
