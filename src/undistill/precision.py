@@ -2,12 +2,15 @@
 
 On CUDA the path is bf16 autocast with channels_last. On a CPU it is chosen once per machine:
 
-* bf16 autocast is a candidate only where the CPU has native bf16 instructions (``avx512_bf16`` or
-  ``amx_bf16`` among its flags): elsewhere (e.g. AVX2-only CPUs) PyTorch emulates bf16 and the
-  step is much slower than fp32;
-* a short probe (a few training steps of a small convolutional net in each candidate path,
-  interleaved, best of three, about two seconds) times the candidates; a path other than fp32 is
-  taken only when it is at least :data:`MIN_GAIN` faster, so a noisy probe falls back to fp32.
+* with native bf16 instructions (``avx512_bf16`` or ``amx_bf16`` among the CPU's flags) it is
+  bf16 autocast with channels_last (measured 1.9x to 2.1x the fp32 step on such a CPU,
+  ``docs/performance.md``). The flags decide, not a probe: on a busy machine a probe of a few
+  steps was seen to rank bf16 last on the very CPU where the benchmark measures it 2x faster;
+* without them PyTorch emulates bf16 and a bf16 step is much slower than fp32 (seen on an
+  AVX2-only EPYC of this pool), so bf16 is never taken; a short probe (a few training steps of a
+  small convolutional net in fp32 NCHW and fp32 channels_last, interleaved, best of three, about
+  two seconds) decides between the two, and channels_last is taken only when it is at least
+  :data:`MIN_GAIN` faster, so a noisy probe falls back to fp32.
 
 The choice is cached in ``$XDG_CACHE_HOME/undistill/compute-path.json`` (``~/.cache`` by
 default), keyed by the CPU model, its flags and the torch version, so the probe runs once per
@@ -171,10 +174,12 @@ def cpu_path(refresh: bool = False) -> ComputePath:
                 return ComputePath.parse(cached["path"])
         except (OSError, ValueError):
             pass
-    cands = candidates(flags)
-    times = probe(cands)
-    chosen = pick(times)
-    doc = {"key": key, "path": chosen, "cpu": cpu_model(), "torch": torch.__version__,
+    if has_native_bf16(flags):
+        chosen, how, times = "bf16+channels_last", "cpu flags (native bf16)", {}
+    else:
+        times = probe(candidates(flags))
+        chosen, how = pick(times), "probe (no native bf16)"
+    doc = {"key": key, "path": chosen, "how": how, "cpu": cpu_model(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "native_bf16": has_native_bf16(flags),
            "probe_s_per_step": times, "min_gain": MIN_GAIN}
     try:

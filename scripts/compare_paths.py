@@ -1,0 +1,93 @@
+"""Accuracy of the default compute path against fp32, over seeds, on a slice of the demo suite.
+
+    nice -n 15 python scripts/compare_paths.py --seeds 0 1 2 --out docs/results/compute-paths
+
+For each seed and each path (``fp32``: fp32 NCHW, the old CPU default; ``default``: what
+:mod:`undistill.precision` picks on this machine) it trains the demo suite's normal CNN teacher and
+the demo's CNN student cells *vanilla* and *normal KD* (learning from that teacher), every run
+with that seed, each path in its own runs directory (the path is not part of a run's identity).
+It writes ``compute-paths.json`` with every accuracy (best test accuracy over epochs, as the
+suite reports), the mean +/- 95 % confidence interval per path (Student's t over seeds) and the
+per-seed difference default - fp32 with its 95 % interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from undistill.checkpoint import atomic_write_json
+from undistill.config import RunConfig, Runtime
+from undistill.executor import ensure_trained
+from undistill.precision import cpu_path
+from undistill.suites import build_plan, load_suite
+
+# two-sided 95 % quantiles of Student's t, by degrees of freedom
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci(xs: list[float]) -> dict[str, float]:
+    m = statistics.fmean(xs)
+    half = T95[len(xs) - 1] * statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
+    return {"mean": m, "ci95": half, "n": len(xs)}
+
+
+def reseeded(cfg: RunConfig, seed: int) -> RunConfig:
+    teachers = [reseeded(t, seed) for t in cfg.teachers]
+    return cfg.model_copy(update={"seed": seed, "teachers": teachers})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/compute-paths"))
+    ap.add_argument("--out", type=Path, default=Path("docs/results/compute-paths"))
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    plan = build_plan(load_suite("demo"))
+    cells = {c.column: c for c in plan.cells
+             if c.table == "table1" and c.student_arch == "cnn" and c.column in ("vanilla", "normal-kd")
+             and c.ablation is None}
+    default = cpu_path().name
+    paths = {"fp32": {"precision": "fp32", "channels_last": False}, "default": {}}
+    acc: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
+    runs: list[dict[str, Any]] = []
+    for seed in a.seeds:
+        for p, fmt in paths.items():
+            rt = Runtime(runs_dir=a.runs_dir / p, device="cpu", progress=False, **fmt)
+            for column, cell in sorted(cells.items()):
+                cfg = reseeded(cell.run, seed)
+                res = ensure_trained(cfg, rt)
+                teacher = ensure_trained(cfg.teachers[0], rt) if cfg.teachers else None
+                if teacher is not None:
+                    acc[p].setdefault("teacher", []).append(teacher.best_acc)
+                acc[p].setdefault(column, []).append(res.best_acc)
+                runs.append({"seed": seed, "path": p, "compute": res.compute, "column": column,
+                             "best_acc": res.best_acc, "run_id": res.run_id,
+                             "wall_time_s": res.wall_time_s})
+                print(f"seed {seed} {p:8s} ({res.compute}) {column:10s} {res.best_acc:6.2f} %",
+                      flush=True)
+    summary = {}
+    for column in acc["fp32"]:
+        f, d = acc["fp32"][column], acc["default"][column]
+        summary[column] = {"fp32": mean_ci(f), "default": mean_ci(d),
+                           "default_minus_fp32": mean_ci([y - x for x, y in zip(f, d, strict=True)])}
+    doc = {"command": "python scripts/compare_paths.py --seeds " + " ".join(map(str, a.seeds)),
+           "default_path_on_this_machine": default, "seeds": a.seeds,
+           "slice": "demo suite (fashion-mnist-mini, 16x16): normal CNN teacher, CNN student "
+                    "(width 0.5, 6 epochs) vanilla and normal KD; best test accuracy (%)",
+           "ci": "mean +/- half-width of the 95 % confidence interval (Student's t over seeds)",
+           "summary": summary, "runs": runs, "wall_time_s": time.perf_counter() - t0}
+    atomic_write_json(a.out / "compute-paths.json", doc)
+    for column, s in summary.items():
+        print(f"{column:10s} fp32 {s['fp32']['mean']:.2f} +/- {s['fp32']['ci95']:.2f}   "
+              f"{default} {s['default']['mean']:.2f} +/- {s['default']['ci95']:.2f}   "
+              f"difference {s['default_minus_fp32']['mean']:+.2f} +/- {s['default_minus_fp32']['ci95']:.2f}")
+    print(f"wall time {doc['wall_time_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
