@@ -29,6 +29,19 @@ DataRoot = Annotated[Path | None, typer.Option("--data-root", help="directory of
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
                                                 help="override a config field: path.to.field=value")]
+ExecutorName = Annotated[str, typer.Option("--executor", help="local (this process) or ray (Ray "
+                                           "tasks; needs undistill[ray]; docs/suites.md)")]
+Address = Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default with "
+                                             "--executor ray: start Ray on this machine)")]
+
+
+def executor_from(name: str, address: str | None) -> Any:
+    from undistill.executor import make_executor
+
+    try:
+        return make_executor(name, address)
+    except (ValueError, RuntimeError) as e:
+        fail(str(e))
 
 
 def runtime_from(runs_dir: Path, data_root: Path | None, device: str, precision: str = "auto",
@@ -362,6 +375,8 @@ def reproduce(
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    executor: ExecutorName = "local",
+    address: Address = None,
 ) -> None:
     """Reproduce a table of the paper: plan the runs, train what is missing, write the results."""
     from undistill.suites import build_plan, load_suite
@@ -383,10 +398,11 @@ def reproduce(
         return
     out_dir = out_dir or Path("results") / f"{spec.name}-{plan.scale}"
     from undistill.engine import TrainingDiverged
+    from undistill.ray_executor import SharedDirError
 
     try:
-        run(spec, runtime, out_dir, plan.scale)
-    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
+        run(spec, runtime, out_dir, plan.scale, executor=executor_from(executor, address))
+    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged, SharedDirError) as e:
         fail(str(e))
     out.print(f"results: {out_dir}/results.json, results.csv, tables.md", markup=False)
 
@@ -505,11 +521,14 @@ def search(
     data_root: DataRoot = None,
     device: Device = "auto",
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    executor: ExecutorName = "local",
+    address: Address = None,
 ) -> None:
     """Search HTC/SCM's (m, tau, alpha) on a validation split, never on the test set."""
     import yaml
 
     from undistill.engine import TrainingDiverged
+    from undistill.ray_executor import SharedDirError
     from undistill.search import SearchError, run_search
 
     tcfgs = [_teacher_run(t) for t in teachers]
@@ -531,8 +550,10 @@ def search(
                          runtime_from(runs_dir or teachers[0].parent, data_root, device, progress=progress),
                          grid=grid, sampler=sampler, trials=trials, val_fraction=val_fraction,
                          val_seed=val_seed, width=width, seed=seed, study_seed=study_seed,
-                         fixed=fixed, optim=optim, final=final, out_dir=out_dir)
-    except (SearchError, ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
+                         fixed=fixed, optim=optim, final=final, out_dir=out_dir,
+                         executor=executor_from(executor, address))
+    except (SearchError, ConfigError, DatasetError, CheckpointError, TrainingDiverged,
+            SharedDirError) as e:
         fail(str(e))
     b = doc["best"]
     out.print(f"{len(doc['trials'])} trials; best on val: {b['val_acc']:.2f}% with "

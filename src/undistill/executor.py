@@ -69,3 +69,21 @@ class LocalExecutor:
 def ensure_trained(cfg: RunConfig, runtime: Runtime, reporter: Reporter | None = None) -> RunResult:
     """Train a run and, first, any of its teachers not trained yet."""
     return LocalExecutor(reporter).run([cfg], runtime)[cfg.run_id]
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(name: str = "local", address: str | None = None,
+                  reporter: Reporter | None = None) -> Executor:
+    """The executor called ``name``: ``local`` (this process) or ``ray`` (Ray tasks; ``address``
+    joins an existing cluster, none starts Ray locally). Needs the ``ray`` extra for ``ray``."""
+    if name not in EXECUTORS:
+        raise ValueError(f"executor: unknown {name!r}; known: {', '.join(EXECUTORS)}")
+    if name == "local":
+        if address is not None:
+            raise ValueError("address: only the ray executor joins a cluster (--executor ray)")
+        return LocalExecutor(reporter)
+    from undistill.ray_executor import RayExecutor
+
+    return RayExecutor(address, reporter=reporter)

@@ -20,10 +20,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from undistill.checkpoint import atomic_write_json
 from undistill.config import RunConfig, Runtime
+
+if TYPE_CHECKING:
+    from undistill.executor import Executor
 
 #: Methods whose (alpha, tau, m) the search tunes.
 SEARCH_METHODS = ("htc", "scm", "skeptical+htc", "skeptical+scm")
@@ -80,6 +83,18 @@ def trial_config(teachers: list[RunConfig], arch: str, method: str, params: dict
                    name=name or f"search {method} {arch}")
 
 
+def _ask_tell_grid(space: dict[str, list[Any]], seed: int) -> Any:
+    """optuna's GridSampler for ask/tell: its ``after_trial`` stops ``study.optimize`` once the
+    grid is covered, which raises outside ``optimize``; here the trial count is capped anyway."""
+    import optuna
+
+    class AskTellGrid(optuna.samplers.GridSampler):
+        def after_trial(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return AskTellGrid(space, seed=seed)
+
+
 def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runtime, *,
                grid: str | dict[str, list[Any]] = "paper", sampler: str = "grid",
                trials: int | None = None, val_fraction: float = 0.1, val_seed: int = 0,
@@ -87,7 +102,8 @@ def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runti
                fixed: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
                data: dict[str, Any] | None = None, final: bool = True,
                out_dir: Path | None = None,
-               train: Callable[[RunConfig, Runtime], Any] | None = None) -> dict[str, Any]:
+               train: Callable[[RunConfig, Runtime], Any] | None = None,
+               executor: Executor | None = None) -> dict[str, Any]:
     """Search ``method``'s (alpha, tau, m) for a student ``arch`` learning from ``teachers``.
 
     ``grid``: "paper", "small" or a dict param -> values. ``sampler``: "grid" (optuna's
@@ -95,6 +111,11 @@ def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runti
     (TPESampler over the same values; ``trials`` required). ``fixed``: method parameters held
     constant (e.g. a Skeptical student's ``kd_delay``). Returns the ``search.json`` document
     (also written to ``out_dir`` after every trial when given).
+
+    Trials go through optuna's ask/tell: ``executor`` (e.g. a Ray executor) trains a batch of as
+    many trials as it runs at once (its ``slots``; 1 for the local executor), then the batch is
+    told; without one, ``train`` (default: train locally) trains one trial at a time. The sampler
+    sees the same history whatever the timing, so a search is reproducible for a given batch size.
     """
     import optuna
 
@@ -119,7 +140,7 @@ def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runti
         raise SearchError(f"trials must be >= 1, got {trials}")
     if sampler == "grid":
         n_trials = size if trials is None else min(trials, size)
-        smp: optuna.samplers.BaseSampler = optuna.samplers.GridSampler(space, seed=study_seed)
+        smp: optuna.samplers.BaseSampler = _ask_tell_grid(space, study_seed)
     else:
         if trials is None:
             raise SearchError("the tpe sampler needs a trial budget (trials)")
@@ -145,25 +166,37 @@ def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runti
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             atomic_write_json(Path(out_dir) / "search.json", doc)
 
-    def objective(trial: optuna.Trial) -> float:
-        p = {k: trial.suggest_categorical(k, v) for k, v in space.items()}
-        cfg = trial_config(teachers, arch, method, {**(fixed or {}), **p}, width, val_fraction,
-                           val_seed, optim, data, seed,
-                           name=f"search {method} {arch} #{trial.number}")
-        res = train(cfg, runtime)
-        if res.eval_split != "val":
-            raise SearchError(f"trial {trial.number} (run {res.run_id}) was evaluated on "
-                              f"{res.eval_split!r}, not on the validation split")
-        doc["trials"].append({"number": trial.number, "params": p, "val_acc": res.best_acc,
-                              "val_last_acc": res.last_acc, "eval_split": res.eval_split,
-                              "run_id": res.run_id, "cached": bool(res.cached)})
-        write()
-        return float(res.best_acc)
+    def train_all(cfgs: list[RunConfig]) -> dict[str, Any]:
+        if executor is not None:
+            return dict(executor.run(cfgs, runtime))
+        return {cfg.run_id: train(cfg, runtime) for cfg in cfgs}
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=smp,
                                 study_name=f"{method}-{arch}-{dataset}")
-    study.optimize(objective, n_trials=n_trials, catch=())
+    batch = max(1, int(getattr(executor, "slots", 1))) if executor is not None else 1
+    asked_total = 0
+    while asked_total < n_trials:
+        asked = []
+        for _ in range(min(batch, n_trials - asked_total)):
+            trial = study.ask()
+            p = {k: trial.suggest_categorical(k, v) for k, v in space.items()}
+            cfg = trial_config(teachers, arch, method, {**(fixed or {}), **p}, width, val_fraction,
+                               val_seed, optim, data, seed,
+                               name=f"search {method} {arch} #{trial.number}")
+            asked.append((trial, p, cfg))
+        asked_total += len(asked)
+        results = train_all([cfg for _, _, cfg in asked])
+        for trial, p, cfg in asked:
+            res = results[cfg.run_id]
+            if res.eval_split != "val":
+                raise SearchError(f"trial {trial.number} (run {res.run_id}) was evaluated on "
+                                  f"{res.eval_split!r}, not on the validation split")
+            doc["trials"].append({"number": trial.number, "params": p, "val_acc": res.best_acc,
+                                  "val_last_acc": res.last_acc, "eval_split": res.eval_split,
+                                  "run_id": res.run_id, "cached": bool(res.cached)})
+            study.tell(trial, float(res.best_acc))
+        write()
     # ties: the first trial reaching the best accuracy (optuna's best_trial does the same)
     best = study.best_trial
     rec = next(t for t in doc["trials"] if t["number"] == best.number)
@@ -175,7 +208,7 @@ def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runti
         final_cfg = student(teachers, arch, method, {**(fixed or {}), **best.params}, width=width,
                             optim=optim, data={**(data or {}), "val_fraction": 0.0}, seed=seed,
                             name=f"{method} {arch} (searched)")
-        res = train(final_cfg, runtime)
+        res = train_all([final_cfg])[final_cfg.run_id]
         doc["final"] = {"run_id": res.run_id, "params": dict(best.params),
                         "eval_split": res.eval_split, "best_acc": res.best_acc,
                         "last_acc": res.last_acc,
