@@ -5,8 +5,9 @@ functions) on the same synthetic CIFAR-shaped uint8 data, generated here (nothin
 
 * toolkit: :class:`undistill.data.DeviceLoader` (data resident on the device, batch-wise crop and
   flip, normalisation on the device), the method's ``forward_train`` and
-  :func:`undistill.engine.train_step` with the engine's per-step bookkeeping (bf16 autocast and
-  channels_last on CUDA, as the engine does), no host-device synchronisation per step;
+  :func:`undistill.engine.train_step` with the engine's per-step bookkeeping, in the compute path
+  the engine picks on this machine (:mod:`undistill.precision`: bf16 autocast + channels_last on
+  CUDA and on CPUs with native bf16), no host-device synchronisation per step;
 * reference: ``torch.utils.data.DataLoader`` over a ``Dataset`` whose ``__getitem__`` augments one
   PIL image at a time in Python (4-pixel zero-padded random crop, horizontal flip, ToTensor,
   Normalize), NCHW fp32 on the device, teachers evaluated one after another under ``no_grad`` and
@@ -50,6 +51,8 @@ from undistill.engine import learning_rate, runtime_formats, select_device, trai
 from undistill.losses import cross_entropy, kd_loss, nasty_loss, scm_loss
 from undistill.methods import METHODS, Method, Teacher
 from undistill.models import build_model
+from undistill.precision import ComputePath
+from undistill.precision import cache_file as cpu_cache_file
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s = Setup(a, device, bf16, channels_last, images, labels)
 
     peaks = {"fp32": matmul_peak(device, torch.float32)}
-    if device.type == "cuda" or a.ablations:
+    if device.type == "cuda" or a.ablations or bf16:
         peaks["bf16"] = matmul_peak(device, torch.bfloat16)
     fp32 = "fp32"
     if device.type == "cuda" and torch.backends.cudnn.allow_tf32:  # fp32 convs run as TF32
@@ -470,9 +473,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             other = "loop" if vmap_default else "vmap"
             plan.append((kind, f"toolkit/ensemble-{other}",
                          lambda: toolkit_run(s, "scm", vmap=not vmap_default), tk_dtype))
-        if not channels_last:
-            plan.append((kind, "toolkit/channels_last",
-                         lambda k=kind: toolkit_run(s, k, channels_last=True), tk_dtype))
+        if bf16 or channels_last:  # the old CPU default, fp32 NCHW
+            plan.append((kind, "toolkit/fp32",
+                         lambda k=kind: toolkit_run(s, k, bf16=False, channels_last=False), fp32))
+        if not channels_last or bf16:
+            plan.append((kind, "toolkit/fp32+channels_last",
+                         lambda k=kind: toolkit_run(s, k, bf16=False, channels_last=True), fp32))
         if not bf16:
             plan.append((kind, "toolkit/bf16+channels_last",
                          lambda k=kind: toolkit_run(s, k, bf16=True, channels_last=True), "bf16"))
@@ -545,7 +551,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     else platform.processor() or platform.machine()),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "load_avg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
-        "toolkit_formats": {"bf16_autocast": bf16, "channels_last": channels_last},
+        "toolkit_formats": {"bf16_autocast": bf16, "channels_last": channels_last,
+                            "compute_path": ComputePath(bf16, channels_last).name,
+                            "chosen_by": "undistill.precision (cached per machine in "
+                                         f"{cpu_cache_file()})" if device.type == "cpu"
+                            else "device default"},
         "peak_flops": peaks,
         "results": results,
         "ratios": ratios,

@@ -98,3 +98,17 @@ def test_executors_are_chosen_by_name_and_bad_choices_fail_clearly() -> None:
         make_executor("local", "10.0.0.1:6379")
     with pytest.raises(ValueError, match="cpus_per_run"):
         RayExecutor(cpus_per_run=0)
+
+
+def test_the_cli_rejects_an_unknown_executor_or_an_address_without_ray(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from undistill.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["reproduce", "demo", "--executor", "slurm", "--runs-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "executor: unknown 'slurm'" in r.output
+    r = runner.invoke(app, ["reproduce", "demo", "--address", "10.0.0.1:6379", "--runs-dir",
+                            str(tmp_path)])
+    assert r.exit_code == 2 and "only the ray executor" in r.output
+    assert not any(tmp_path.iterdir())  # refused before any work
