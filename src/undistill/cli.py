@@ -67,7 +67,8 @@ def train(
     runs_dir: RunsDir = Path("runs"),
     data_root: DataRoot = None,
     device: Device = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU; on CPU per machine, "
+                                           "docs/performance.md), fp32, bf16")] = "auto",
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the step")] = False,
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
 ) -> None:
