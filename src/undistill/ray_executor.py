@@ -183,7 +183,12 @@ class RayExecutor:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 cfg = names[done[0]]
-                out = self._get(ray, done[0])
+                try:
+                    out = self._get(ray, done[0])
+                except BaseException:
+                    for ref in pending:  # the rest of the suite stops too (finished runs stay)
+                        ray.cancel(ref)
+                    raise
                 self.hosts[cfg.run_id] = out.pop("host")
                 results[cfg.run_id] = RunResult(**out)
                 reporter.message(f"[{len(results)}/{len(ordered)}] {cfg.name or cfg.run_id}: "
