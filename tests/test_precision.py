@@ -162,3 +162,18 @@ def test_compiled_steps_train_like_eager_ones(runtime: Runtime, monkeypatch) -> 
     res = train_run(cfg, rt)
     assert len(compiled) == 2  # the step and the prediction
     assert abs(res.best_acc - eager.best_acc) < 1.0
+
+
+def test_a_bf16_channels_last_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> None:
+    from test_engine import CrashAt, assert_same_run
+
+    monkeypatch.setenv(precision.ENV, "bf16+channels_last")
+    cfg = tiny_teacher(epochs=3, optim={"name": "sgd", "lr": 0.05, "schedule": "onecycle",
+                                        "milestones": [], "epochs": 3, "batch_size": 128})
+    ref = Runtime(runs_dir=tmp_path / "ref", device="cpu", progress=False)
+    assert train_run(cfg, ref).compute == "bf16+channels_last"
+    rt = Runtime(runs_dir=tmp_path / "crash", device="cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, rt, CrashAt(epoch_steps_before_crash=2))  # in the second epoch
+    train_run(cfg, rt)
+    assert_same_run(run_dir(cfg, ref.runs_dir), run_dir(cfg, rt.runs_dir))

@@ -3,6 +3,7 @@ executor's results; the shared-runs-directory check; choosing an executor by nam
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def test_a_tiny_suite_and_search_on_ray_match_the_local_executor(tmp_path: Path)
         grid = {"multiplier": [1.0, 5.0], "temperature": [4.0], "alpha": [0.5]}
         kw = {"grid": grid, "val_fraction": 0.2, "width": 0.25, "optim": TINY_OPTIM, "final": False}
         s_ray = run_search([teacher], "cnn", "htc", runtime("ray"), executor=ex, **kw)
+        # a task's own exception reaches the caller as itself (the CLI catches it by type)
+        with pytest.raises(json.JSONDecodeError):
+            RayExecutor._get(ray, ray.remote(json.loads).remote("{not json"))
     finally:
         ray.shutdown()
     s_local = run_search([teacher], "cnn", "htc", runtime("local"), **kw)
