@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from undistill.checkpoint import atomic_write_json
 from undistill.config import RunConfig, Runtime
 from undistill.executor import ensure_trained
@@ -55,7 +57,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/compute-paths"))
     ap.add_argument("--out", type=Path, default=Path("docs/results/compute-paths"))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a busy machine)")
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     plan = build_plan(load_suite("demo"))
     cells = {c.column: c for c in plan.cells
@@ -63,12 +67,14 @@ def main() -> None:
              and c.ablation is None}
     default = cpu_path().name
     paths = {"fp32": {"precision": "fp32", "channels_last": False}, "default": {}}
-    fp32_rt = Runtime(runs_dir=a.runs_dir / "fp32", device="cpu", progress=False, **paths["fp32"])
+    fp32_rt = Runtime(runs_dir=a.runs_dir / "fp32", device="cpu", progress=False,
+                      num_threads=a.threads, **paths["fp32"])
     acc: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
     runs: list[dict[str, Any]] = []
     for seed in a.seeds:
         for p, fmt in paths.items():
-            rt = Runtime(runs_dir=a.runs_dir / p, device="cpu", progress=False, **fmt)
+            rt = Runtime(runs_dir=a.runs_dir / p, device="cpu", progress=False,
+                         num_threads=a.threads, **fmt)
             for column, cell in sorted(cells.items()):
                 cfg = reseeded(cell.run, seed)
                 for t in cfg.teachers:  # trained once, in fp32, shared by both paths
@@ -87,7 +93,8 @@ def main() -> None:
         f, d = acc["fp32"][column], acc["default"][column]
         summary[column] = {"fp32": mean_ci(f), "default": mean_ci(d),
                            "default_minus_fp32": mean_ci([y - x for x, y in zip(f, d, strict=True)])}
-    doc = {"command": "python scripts/compare_paths.py --seeds " + " ".join(map(str, a.seeds)),
+    doc = {"command": "python scripts/compare_paths.py --seeds " + " ".join(map(str, a.seeds))
+           + f" --threads {a.threads}", "threads": a.threads,
            "default_path_on_this_machine": default, "seeds": a.seeds,
            "slice": "demo suite (fashion-mnist-mini, 16x16): normal CNN teacher, CNN student "
                     "(width 0.5, 6 epochs) vanilla and normal KD; best test accuracy (%)",

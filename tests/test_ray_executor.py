@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-from undistill import recipes
 from undistill.checkpoint import load_checkpoint
 from undistill.config import Runtime
 from undistill.executor import LocalExecutor, make_executor
@@ -57,7 +56,7 @@ def test_a_tiny_suite_and_search_on_ray_match_the_local_executor(tmp_path: Path)
         assert ex.hosts == {} and again["records"] == remote["records"]
 
         # a search: its trials as Ray tasks, asked and told in batches of the 2 slots
-        teacher = recipes.normal_teacher("digits", "cnn", 0.25, optim=TINY_OPTIM)
+        teacher = build_plan(spec).groups[0].normal  # trained already, in both runs dirs
         grid = {"multiplier": [1.0, 5.0], "temperature": [4.0], "alpha": [0.5]}
         kw = {"grid": grid, "val_fraction": 0.2, "width": 0.25, "optim": TINY_OPTIM, "final": False}
         s_ray = run_search([teacher], "cnn", "htc", runtime("ray"), executor=ex, **kw)
