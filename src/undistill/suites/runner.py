@@ -183,7 +183,7 @@ def run_searches(plan: Plan, runtime: Runtime, executor: Executor, out_dir: Path
                                  grid=spec.grid, sampler="grid", trials=spec.trials,
                                  study_seed=spec.study_seed, final=False,
                                  out_dir=out_dir / "search" / f"{g.spec.arch}-{s.arch}-{method}",
-                                 train=lambda cfg, rt: executor.run([cfg], rt)[cfg.run_id], **args)
+                                 executor=executor, **args)
                 chosen[(g.spec.arch, s.arch, method)] = dict(doc["best"]["params"])
                 docs.append({"teacher_arch": g.spec.arch, "student_arch": s.arch, "method": method,
                              "chosen": doc["best"]["params"], "val_acc": doc["best"]["val_acc"],
