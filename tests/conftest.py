@@ -14,7 +14,7 @@ from undistill.presets import teacher_config
 torch.set_num_threads(1)  # CI has 2 cores; keep runs comparable and quick
 # the same numeric path on every machine (the default is chosen per machine: undistill.precision);
 # tests of the other paths ask for them explicitly
-os.environ.setdefault("UNDISTILL_COMPUTE_PATH", "fp32")
+os.environ["UNDISTILL_COMPUTE_PATH"] = "fp32"
 
 
 def tiny_teacher(epochs: int = 3, arch: str = "cnn", width: float = 0.25, **extra):
