@@ -9,7 +9,8 @@ Each run the suite needs and has not finished is one Ray task holding ``cpus_per
 its teachers' tasks as arguments, so Ray starts it only once they are finished: the suite's graph
 (normal teacher -> nasty teacher -> SCM sequence -> students) becomes task dependencies, and runs
 that do not depend on each other train at the same time. A task calls :func:`undistill.engine.train_run`
-exactly as the local executor does, so a run's result does not depend on where it ran (given the
+exactly as the local executor does (its config bound to the driver's data, under the run's lock),
+so a run's result does not depend on where it ran (given the
 same compute path and thread count: the path is chosen per machine, see :mod:`undistill.precision`).
 
 What must be shared: **the runs directory**, at the same absolute path on every node (an NFS
@@ -37,7 +38,8 @@ from undistill.engine import RunResult, train_run
 from undistill.executor import plan
 from undistill.precision import ENV as COMPUTE_PATH_ENV
 from undistill.progress import Reporter
-from undistill.runs import is_done, read_result, run_dir
+from undistill.runlock import own_run
+from undistill.runs import bind_data, is_done, read_result, run_dir
 
 MARKER_DIR = ".shared-check"
 
@@ -83,7 +85,9 @@ def _train_task(cfg: dict[str, Any], runtime: dict[str, Any], token: str, thread
     rt = Runtime.model_validate(runtime)
     if rt.num_threads is None:
         torch.set_num_threads(threads)
-    result = train_run(RunConfig.model_validate(cfg), rt, Reporter(enabled=False))
+    run = RunConfig.model_validate(cfg)  # bound to the driver's data: another node's is refused
+    with own_run(run_dir(run, rt.runs_dir), rt.runs_dir, run.run_id):
+        result = train_run(run, rt, Reporter(enabled=False))
     return {**asdict(result), "host": f"{socket.gethostname()}:{os.getpid()}"}
 
 
@@ -158,9 +162,11 @@ class RayExecutor:
         ordered = plan(runs)
         results: dict[str, RunResult] = {}
         todo = []
+        bound: dict[str, RunConfig] = {}  # run id as passed in -> config bound to the data
         for cfg in ordered:
-            if is_done(cfg, runs_dir):
-                results[cfg.run_id] = RunResult(**{**read_result(run_dir(cfg, runs_dir))["result"],
+            bound[cfg.run_id] = b = bind_data(cfg, shared.data_root)
+            if is_done(b, runs_dir):
+                results[cfg.run_id] = RunResult(**{**read_result(run_dir(b, runs_dir))["result"],
                                                    "cached": True})
             else:
                 todo.append(cfg)
@@ -176,8 +182,8 @@ class RayExecutor:
             refs: dict[str, Any] = {}
             for cfg in todo:
                 deps = [refs[t.run_id] for t in cfg.teachers if t.run_id in refs]
-                refs[cfg.run_id] = task.remote(cfg.model_dump(mode="json"), rt, token, threads,
-                                               forced, *deps)
+                refs[cfg.run_id] = task.remote(bound[cfg.run_id].model_dump(mode="json"), rt, token,
+                                               threads, forced, *deps)
             names = {ref: cfg for cfg in todo for ref in [refs[cfg.run_id]]}
             pending = list(names)
             while pending:
