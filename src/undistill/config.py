@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from undistill.defences.base import KNOWN_CLASSES, DefenceConfig
+from undistill.optim import OptimConfig
 
 
 class ConfigError(ValueError):
@@ -80,28 +81,6 @@ class ModelConfig(_Strict):
             raise ValueError(f"unknown architecture {v!r}; known: {', '.join(MODELS.names())}, "
                              f"or a factory package.module:function")
         return v
-
-
-class OptimConfig(_Strict):
-    name: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(5e-4, ge=0.0)
-    nesterov: bool = False
-    schedule: Literal["multistep", "constant", "onecycle", "cosine"] = "multistep"
-    milestones: list[int] = Field(default_factory=lambda: [80, 120])
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
-    epochs: int = Field(160, ge=1)
-    batch_size: int = Field(128, ge=1)
-
-    @model_validator(mode="after")
-    def _milestones(self) -> OptimConfig:
-        ms = self.milestones
-        if ms != sorted(ms) or len(set(ms)) != len(ms):
-            raise ValueError(f"milestones must be strictly increasing, got {ms}")
-        if any(m < 1 or m >= self.epochs for m in ms):
-            raise ValueError(f"milestones must lie in [1, epochs={self.epochs}), got {ms}")
-        return self
 
 
 class MethodConfig(_Strict):

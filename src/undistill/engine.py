@@ -55,10 +55,11 @@ from undistill.checkpoint import (
     save_checkpoint,
     unprefixed,
 )
-from undistill.config import OptimConfig, RunConfig, Runtime
+from undistill.config import RunConfig, Runtime
 from undistill.data import DeviceLoader
 from undistill.data.loader import epoch_seed
 from undistill.methods import METHODS, Method
+from undistill.optim import OptimConfig, learning_rate, make_optimizer
 from undistill.precision import ComputePath
 from undistill.precision import resolve as resolve_compute_path
 from undistill.progress import Reporter
@@ -108,26 +109,6 @@ def select_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def learning_rate(cfg: OptimConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The schedule as a pure function of position (so resuming needs no scheduler state)."""
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "multistep":
-        return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-    t = (epoch * steps_per_epoch + step) / max(1, cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
-    # onecycle: linear warm-up over the first 25 %, then linear decay to zero
-    return cfg.lr * (t / 0.25 if t < 0.25 else (1 - t) / 0.75)
-
-
-def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from undistill.models import ZooModel
 from undistill.registry import Registry
 
 if TYPE_CHECKING:
-    from undistill.config import OptimConfig
+    from undistill.optim import OptimConfig
 
 
 class Params(BaseModel):

@@ -32,7 +32,7 @@ from undistill.models import ZooModel
 from undistill.models.generator import Generator
 
 if TYPE_CHECKING:
-    from undistill.config import OptimConfig
+    from undistill.optim import OptimConfig
 
 
 class DAFLParams(Params):
