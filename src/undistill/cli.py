@@ -303,7 +303,8 @@ def steal(
     retries: ct.Retries = 5, request_batch: ct.RequestBatch = 64,
 ) -> None:
     """Train a stealing student from one teacher or an ensemble (every method of Table 1)."""
-    from undistill.recipes import DATA_FREE, data_free_student, student, with_overrides
+    from undistill.methods import METHODS
+    from undistill.recipes import data_free_student, is_data_free, student, with_overrides
 
     if teacher is not None or not teachers:
         if teacher is None or teachers:
@@ -321,11 +322,11 @@ def steal(
         return
     tcfgs = [_teacher_run(t) for t in teachers]
     try:
-        if method in DATA_FREE:  # generated images only: --fraction/--no-labels do not apply
+        if is_data_free(method):  # generated images only: --fraction/--no-labels do not apply
             cfg = data_free_student(tcfgs, arch, method, width=width, seed=seed,
                                     data_root=data_root)
         else:
-            cfg = student([] if method == "vanilla" else tcfgs, arch, method, width=width,
+            cfg = student(tcfgs if METHODS.get(method).needs_teacher() else [], arch, method, width=width,
                           dataset=tcfgs[0].data.name, data={"fraction": fraction, "labels": labels},
                           seed=seed)
         cfg = with_overrides(cfg, sets)

@@ -173,26 +173,37 @@ def kl_divergence(target_logits: Tensor, input_logits: Tensor, temperature: floa
 # the paper's equations
 # --------------------------------------------------------------------------------------------
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None,
-            alpha: float, temperature: float) -> Tensor:
-    """Knowledge distillation, Eq. 2 (Hinton et al.; ``loss_fn_kd`` of the Nasty-Teacher code).
-
-    ``L = alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE(z_s, y)``
+def kd_terms(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None,
+             alpha: float, temperature: float) -> dict[str, Tensor]:
+    """Knowledge distillation, Eq. 2 (Hinton et al.; ``loss_fn_kd`` of the Nasty-Teacher code),
+    term by term: ``{"kd": alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)),
+    "ce": (1 - alpha) * CE(z_s, y)}``; their sum is :func:`kd_loss`.
 
     batch-mean, with lambda = T^2 as in the paper's text. The teacher is the target distribution
     and is treated as a constant (detached); gradient reaches the student only.
 
-    ``labels=None``: the ``(1 - alpha) * CE`` term drops out; the KL term keeps its weight
-    ``alpha * T^2`` (so ``alpha=0`` without labels gives a zero loss).
+    ``labels=None``: no ``"ce"`` term; the KL term keeps its weight ``alpha * T^2`` (so
+    ``alpha=0`` without labels gives a zero loss).
     """
     _check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
     _check_labels(labels, student_logits)
     _check_alpha(alpha)
     _check_temperature(temperature)
     kl = kl_divergence(teacher_logits.detach(), student_logits, temperature)
-    loss = alpha * temperature * temperature * kl
+    terms = {"kd": alpha * temperature * temperature * kl}
     if labels is not None:
-        loss = loss + (1.0 - alpha) * cross_entropy(student_logits, labels)
+        terms["ce"] = (1.0 - alpha) * cross_entropy(student_logits, labels)
+    return terms
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None,
+            alpha: float, temperature: float) -> Tensor:
+    """Knowledge distillation, Eq. 2: ``L = alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))
+    + (1 - alpha) * CE(z_s, y)``, the sum of :func:`kd_terms` (which documents it)."""
+    terms = kd_terms(student_logits, teacher_logits, labels, alpha, temperature)
+    loss = terms["kd"]
+    if "ce" in terms:
+        loss = loss + terms["ce"]
     return loss
 
 

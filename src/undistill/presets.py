@@ -2,72 +2,53 @@
 
 Paper datasets (CIFAR-10/100, Tiny-ImageNet) get the reference protocol exactly. The small real
 datasets available offline (digits, MNIST, Fashion-MNIST) get a short schedule sized for a CPU;
-every value can be overridden with ``--set field=value``.
+every value can be overridden with ``--set field=value``. A method's own defaults per dataset or
+student live with the method (``Method.defaults_for``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from undistill.optim import scaled_milestones
+
 PAPER_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
 
 
-def optim_preset(dataset: str, arch: str) -> dict[str, Any]:
-    """Optimiser and schedule of the reference protocol for a dataset and architecture."""
+def optim_preset(dataset: str, arch: str, epochs: int | None = None) -> dict[str, Any]:
+    """Optimiser and schedule of the reference protocol for a dataset and architecture
+    (``epochs``: the same schedule shortened or lengthened, see :func:`with_epochs`)."""
     if arch == "cnn":
-        epochs = 100 if dataset in PAPER_DATASETS else 15
-        return {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant",
-                "milestones": [], "epochs": epochs, "batch_size": 128}
-    if dataset == "cifar10":
-        return {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                "schedule": "multistep", "milestones": [80, 120], "gamma": 0.1, "epochs": 160,
-                "batch_size": 128}
-    if dataset in ("cifar100", "tinyimagenet"):
-        return {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                "schedule": "multistep", "milestones": [60, 120, 160], "gamma": 0.2,
-                "epochs": 200, "batch_size": 128}
-    # small offline datasets: a short one-cycle schedule that converges in minutes on a CPU
-    return {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-            "schedule": "onecycle", "milestones": [], "epochs": 15, "batch_size": 128}
+        n = 100 if dataset in PAPER_DATASETS else 15
+        optim = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant",
+                 "milestones": [], "epochs": n, "batch_size": 128}
+    elif dataset == "cifar10":
+        optim = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                 "schedule": "multistep", "milestones": [80, 120], "gamma": 0.1, "epochs": 160,
+                 "batch_size": 128}
+    elif dataset in ("cifar100", "tinyimagenet"):
+        optim = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                 "schedule": "multistep", "milestones": [60, 120, 160], "gamma": 0.2,
+                 "epochs": 200, "batch_size": 128}
+    else:
+        # small offline datasets: a short one-cycle schedule that converges in minutes on a CPU
+        optim = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                 "schedule": "onecycle", "milestones": [], "epochs": 15, "batch_size": 128}
+    return with_epochs(optim, epochs)
+
+
+def with_epochs(optim: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+    """An optimiser dict trained for ``epochs`` instead (``None``: unchanged); its milestones
+    keep their share of training (:func:`undistill.optim.scaled_milestones`)."""
+    if epochs is None or epochs == optim["epochs"]:
+        return optim
+    return {**optim, "epochs": epochs,
+            "milestones": scaled_milestones(optim.get("milestones", []), optim["epochs"], epochs)}
 
 
 def teacher_config(dataset: str, arch: str, width: float = 1.0, seed: int = 0,
                    epochs: int | None = None) -> dict[str, Any]:
     """A normal teacher (cross-entropy) with the protocol's optimisation for its dataset."""
-    optim = optim_preset(dataset, arch)
-    if epochs is not None:
-        optim["epochs"] = epochs
-        optim["milestones"] = [m for m in optim["milestones"] if m < epochs]
     return {"data": {"name": dataset}, "model": {"arch": arch, "width": width},
-            "optim": optim, "method": {"name": "vanilla", "params": {}}, "seed": seed}
-
-
-#: (omega, tau_A) of Eq. 5 per dataset. Paper datasets: the reference protocol. Small sets:
-#: calibrated at the small scale (see docs/calibration.md for the evidence).
-NASTY_DEFAULTS: dict[str, tuple[float, float]] = {
-    "cifar10": (0.04, 4.0),
-    "cifar100": (0.005, 20.0),
-    "tinyimagenet": (0.01, 20.0),
-    "fashion-mnist": (0.04, 4.0),
-    "mnist": (0.04, 4.0),
-    "digits": (0.04, 4.0),
-    "folder": (0.04, 4.0),
-}
-
-
-def kd_defaults(dataset: str, arch: str) -> dict[str, float]:
-    """(alpha, T) of Eq. 2 as the protocol sets them: (0.9, 4) for the CNN, (0.9, 20) otherwise."""
-    return {"alpha": 0.9, "temperature": 4.0 if arch == "cnn" else 20.0}
-
-
-#: DAFL generator-loss weights (oh, a, ie) per dataset (protocol.md / the DAFL code's README):
-#: CIFAR-10 0.05/0.01/5, CIFAR-100 0.5/0.1/20. Other datasets take CIFAR-10's.
-DAFL_WEIGHTS: dict[str, dict[str, float]] = {
-    "cifar10": {"oh": 0.05, "a": 0.01, "ie": 5.0},
-    "cifar100": {"oh": 0.5, "a": 0.1, "ie": 20.0},
-}
-
-
-def dafl_defaults(dataset: str) -> dict[str, float]:
-    """The DAFL generator's loss weights for a dataset (CIFAR-10's where the paper has none)."""
-    return dict(DAFL_WEIGHTS.get(dataset, DAFL_WEIGHTS["cifar10"]))
+            "optim": optim_preset(dataset, arch, epochs), "method": {"name": "vanilla", "params": {}},
+            "seed": seed}

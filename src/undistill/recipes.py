@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from undistill.config import RunConfig, apply_overrides, parse_config
-from undistill.presets import NASTY_DEFAULTS, dafl_defaults, kd_defaults, optim_preset, teacher_config
+from undistill.methods import METHODS
+from undistill.presets import optim_preset, teacher_config
 
-#: Methods whose (alpha, T) default to the protocol's KD values for the student architecture.
-KD_STYLE = ("kd", "skeptical")
-#: The data-free methods (Table 4): build them with :func:`data_free_student`.
-DATA_FREE = ("dafl-kd", "dafl-htc")
+
+def is_data_free(method: str) -> bool:
+    """Whether a method never reads the dataset (build it with :func:`data_free_student`)."""
+    return METHODS.get(method).data_free_of is not None
 
 
 def with_overrides(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
@@ -53,10 +54,11 @@ def nasty_teacher(adversary: RunConfig, omega: float | None = None,
     """Eq. 5 against a frozen adversary; same architecture and schedule unless given.
 
     Defaults for omega and tau_A: the protocol's for the adversary's dataset (Table: CIFAR-10
-    0.04/4, CIFAR-100 0.005/20, Tiny-ImageNet 0.01/20; calibrated values for the small sets).
+    0.04/4, CIFAR-100 0.005/20, Tiny-ImageNet 0.01/20; calibrated values for the small sets;
+    ``methods/nasty.py``).
     """
-    d_omega, d_tau = NASTY_DEFAULTS.get(adversary.data.name, NASTY_DEFAULTS["cifar10"])
     arch = arch or adversary.model.arch
+    defaults = METHODS.get("nasty").defaults_for(adversary.data.name, arch)
     base_optim = (adversary.optim.model_dump() if arch == adversary.model.arch
                   else optim_preset(adversary.data.name, arch))
     d = {
@@ -64,14 +66,25 @@ def nasty_teacher(adversary: RunConfig, omega: float | None = None,
         "model": {"arch": arch, "width": adversary.model.width if width is None else width},
         "optim": _merge(base_optim, optim),
         "method": {"name": "nasty", "params": {
-            "omega": d_omega if omega is None else omega,
-            "temperature": d_tau if temperature is None else temperature}},
+            "omega": defaults["omega"] if omega is None else omega,
+            "temperature": defaults["temperature"] if temperature is None else temperature}},
         "teachers": [adversary],
         "seed": adversary.seed if seed is None else seed,
         "stop_at_acc": stop_at_acc,
         "name": name or ("nasty" if stop_at_acc is None else f"nasty-ES@{stop_at_acc:g}"),
     }
     return parse_config(d)
+
+
+def nasty_es(nasty: RunConfig, target_acc: float, name: str = "") -> RunConfig:
+    """Nasty-ES (Table 6): ``nasty`` trained again exactly as it was (same adversary, omega,
+    tau_A and optimisation) but stopped at the first epoch whose evaluation accuracy reaches
+    ``target_acc`` (rounded to 0.01 %), the SCM-defence teacher's, for a comparison at equal
+    accuracy."""
+    p = nasty.method.params
+    return nasty_teacher(nasty.teachers[0], p["omega"], p["temperature"], arch=nasty.model.arch,
+                         width=nasty.model.width, optim=nasty.optim.model_dump(),
+                         stop_at_acc=round(target_acc, 2), seed=nasty.seed, name=name)
 
 
 def scm_sequence(nasty: RunConfig, k: int, arch: str | None = None, width: float | None = None,
@@ -100,12 +113,13 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
     ``external``: teachers from files or URLs (:class:`~undistill.config.ExternalTeacherConfig`);
     ``budget``: the query budget (augmentation is then off).
 
-    The data-free methods (:data:`DATA_FREE`) go to :func:`data_free_student` (``dataset`` must
-    then be the teachers')."""
+    Parameters default to the method's protocol values for the dataset and student
+    (``Method.defaults_for``). Data-free methods go to :func:`data_free_student` (``dataset``
+    must then be the teachers')."""
     if isinstance(teachers, RunConfig):
         teachers = [teachers]
     teachers = list(teachers or [])
-    if method in DATA_FREE:
+    if is_data_free(method):
         if dataset is not None and teachers and dataset != teachers[0].data.name:
             raise ValueError(f"a data-free student uses its teachers' dataset "
                              f"{teachers[0].data.name!r}, not {dataset!r}")
@@ -116,7 +130,7 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
             raise ValueError("give a dataset or a teacher")
         dataset = teachers[0].data.name
     base_data = teachers[0].data.model_dump() if teachers else {"name": dataset}
-    base_params = dict(kd_defaults(dataset, arch)) if method in KD_STYLE else {}
+    base_params = METHODS.get(method).defaults_for(dataset, arch)
     d = {
         "data": _merge(base_data, data),
         "model": {"arch": arch, "width": width},
@@ -143,7 +157,7 @@ def data_free_student(teachers: list[RunConfig] | RunConfig, arch: str, method: 
 
     The generator's ``image_size`` and ``channels`` are the teachers' dataset's (after
     ``data.resize``; the dataset is read once for its shape unless both are given in
-    ``params``); its loss weights are DAFL's for the dataset (:func:`presets.dafl_defaults`).
+    ``params``); its loss weights are DAFL's for the dataset (``methods/dafl.py``).
     ``data.labels`` and ``data.augment`` are off (the real batches are never read; their count
     still sets the epoch length: ``ceil(train size / batch size)`` steps, see docs/methods.md).
     The student's optimiser defaults to the protocol's for its architecture; DAFL's own schedule
@@ -151,8 +165,9 @@ def data_free_student(teachers: list[RunConfig] | RunConfig, arch: str, method: 
     """
     from undistill.runs import get_dataset
 
-    if method not in DATA_FREE:
-        raise ValueError(f"method must be one of {', '.join(DATA_FREE)}, got {method!r}")
+    if method not in METHODS or not is_data_free(method):
+        known = ", ".join(n for n in METHODS if is_data_free(n))
+        raise ValueError(f"method must be one of {known}, got {method!r}")
     if isinstance(teachers, RunConfig):
         teachers = [teachers]
     teachers = list(teachers)
@@ -161,7 +176,7 @@ def data_free_student(teachers: list[RunConfig] | RunConfig, arch: str, method: 
     dataset = teachers[0].data.name
     d_data = _merge(teachers[0].data.model_dump(), data)
     d_data.update({"labels": False, "augment": False})
-    p = {**dafl_defaults(dataset), **(params or {})}
+    p = {**METHODS.get(method).defaults_for(dataset, arch), **(params or {})}
     if "image_size" not in p or "channels" not in p:
         ds = get_dataset(dataset, data_root, d_data.get("resize"))
         p.setdefault("image_size", ds.image_size)

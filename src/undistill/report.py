@@ -35,6 +35,7 @@ from undistill.analysis import (
 )
 from undistill.checkpoint import atomic_write_bytes, atomic_write_json
 from undistill.labels import arch_title, x_value_text
+from undistill.losses import ensemble_logits
 
 #: Temperatures of Fig. 2 when the suite does not say (the paper's tau_low and tau_high).
 FIG2_LOW, FIG2_HIGH, FIG2_ALPHA = 4.0, 50.0, 0.9
@@ -85,7 +86,7 @@ def compare(ms: ModelSet, data: EvalData, out_dir: Path, prefix: str = "", *, sa
 
     zs: dict[str, torch.Tensor] = {name: logits(m) for name, m in ms.models}
     if ms.ensemble and len(ms.models) > 1:
-        zs[ms.ensemble] = torch.stack([zs[n] for n, _ in ms.models]).mean(0)
+        zs[ms.ensemble] = ensemble_logits([zs[n] for n, _ in ms.models])
     ref_name, ref_model = ms.reference
     z_ref = logits(ref_model)
     zs[ref_name] = z_ref

@@ -24,38 +24,42 @@ from typing import TYPE_CHECKING, Any
 
 from undistill.checkpoint import atomic_write_json
 from undistill.config import RunConfig, Runtime
+from undistill.methods import METHODS, method_names
 
 if TYPE_CHECKING:
     from undistill.executor import Executor
 
-#: Methods whose (alpha, tau, m) the search tunes.
-SEARCH_METHODS = ("htc", "scm", "skeptical+htc", "skeptical+scm")
 SAMPLERS = ("grid", "tpe")
 
-#: The paper's search space (Sec. 4.1): method parameter -> candidate values.
-PAPER_GRID: dict[str, list[float]] = {
-    "multiplier": [1.0, 5.0, 10.0, 50.0],
-    "temperature": [4.0, 20.0, 50.0, 100.0],
-    "alpha": [round(0.1 * i, 1) for i in range(1, 10)],
-}
+#: The paper's search space (Sec. 4.1) of HTC and SCM: method parameter -> candidate values.
+#: Each method declares its own (``Method.search_space``); this is HTC's.
+PAPER_GRID: dict[str, list[float]] = METHODS.get("htc").search_space
 #: A small grid for CPU-scale checks: the corners the paper's ablations use (2 x 2 x 2 = 8 runs).
 SMALL_GRID: dict[str, list[float]] = {
     "multiplier": [10.0, 50.0],
     "temperature": [4.0, 50.0],
     "alpha": [0.5, 0.9],
 }
-GRIDS = {"paper": PAPER_GRID, "small": SMALL_GRID}
+GRIDS = ("paper", "small")
+
+
+def search_methods() -> list[str]:
+    """The methods with a search space (``Method.search_space``): HTC, SCM and their Skeptical
+    forms."""
+    return method_names(lambda cls: bool(cls.search_space))
 
 
 class SearchError(ValueError):
     """A search that cannot run as asked (bad method, grid or budget), or that read the test set."""
 
 
-def grid_for(name: str, dataset: str) -> dict[str, list[float]]:
-    """A named grid for a dataset (the paper adds tau = 200 on Tiny-ImageNet)."""
+def grid_for(name: str, dataset: str, method: str = "htc") -> dict[str, list[float]]:
+    """A named grid for a method on a dataset: "paper" is the method's search space (the paper
+    adds tau = 200 on Tiny-ImageNet), "small" a few corners of it."""
     if name not in GRIDS:
         raise SearchError(f"unknown grid {name!r}; known: {', '.join(GRIDS)}")
-    grid = {k: list(v) for k, v in GRIDS[name].items()}
+    space = METHODS.get(method).search_space
+    grid = {k: list(v) for k, v in (space if name == "paper" else SMALL_GRID).items()}
     if name == "paper" and dataset == "tinyimagenet":
         grid["temperature"].append(200.0)
     return grid
@@ -121,14 +125,14 @@ def run_search(teachers: list[RunConfig], arch: str, method: str, runtime: Runti
 
     from undistill.executor import ensure_trained
 
-    if method not in SEARCH_METHODS:
-        raise SearchError(f"method must be one of {', '.join(SEARCH_METHODS)}, got {method!r}")
+    if method not in search_methods():
+        raise SearchError(f"method must be one of {', '.join(search_methods())}, got {method!r}")
     if sampler not in SAMPLERS:
         raise SearchError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if not teachers:
         raise SearchError("give at least one teacher run")
     dataset = teachers[0].data.name
-    space = grid_for(grid, dataset) if isinstance(grid, str) else {k: list(v) for k, v in
+    space = grid_for(grid, dataset, method) if isinstance(grid, str) else {k: list(v) for k, v in
                                                                    grid.items()}
     if not space or any(not v for v in space.values()):
         raise SearchError(f"empty search space: {space}")

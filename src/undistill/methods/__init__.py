@@ -1,6 +1,22 @@
-"""Training methods by name. A new method is one module here plus its import below."""
+"""Training methods by name. A new method is one module in this package: every module here is
+imported (so its ``@METHODS.register`` runs) when the package is."""
 
-from undistill.methods import dafl, hardlabel, htc, kd, nasty, scm, skeptical, vanilla  # noqa: F401, E501
-from undistill.methods.base import METHODS, Method, Params, Teacher
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "Method", "Params", "Teacher"]
+from undistill.methods.base import (
+    METHODS,
+    Method,
+    Params,
+    Teacher,
+    data_free_form,
+    method_names,
+    stealing_methods,
+)
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "Method", "Params", "Teacher", "data_free_form", "method_names",
+           "stealing_methods"]

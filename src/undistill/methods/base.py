@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from undistill.losses import ensemble_logits
 from undistill.models import ZooModel
 from undistill.registry import Registry
 
@@ -119,10 +121,10 @@ class Teacher:
                 out = out.unsqueeze(0) if not ensemble else out
             elif self.uses_vmap(x.device):
                 out = self._vmapped(x)
-                out = out.mean(0) if ensemble else out
+                out = ensemble_logits(out) if ensemble else out
             else:
                 out = torch.stack([m(x) for m in self.models])
-                out = out.mean(0) if ensemble else out
+                out = ensemble_logits(out) if ensemble else out
         # an inference tensor cannot be saved for backward: hand out an ordinary one
         return out.clone() if out.is_inference() else out
 
@@ -147,22 +149,47 @@ class Teacher:
         outs = [m.forward_features(x) for m in self.models]
         if len(outs) == 1:
             return outs[0].logits, outs[0].features
-        logits = torch.stack([o.logits for o in outs]).mean(0)
+        logits = ensemble_logits([o.logits for o in outs])
         return logits, torch.cat([o.features.flatten(1) for o in outs], dim=1)
 
 
 class Method(nn.Module):
     """Base of every training method.
 
-    Subclasses set ``Params`` (their hyperparameters), the teacher count they accept, whether they
-    need labels, and implement :meth:`forward_train`.
+    A method's file is the one home of what is known about it: subclasses set ``Params`` (their
+    hyperparameters and defaults), the traits below, :meth:`defaults_for` where the protocol's
+    defaults depend on the dataset or the student, and implement :meth:`forward_train`. Recipes,
+    suites, the search and the command line read these traits; none of them lists methods.
     """
 
     Params: ClassVar[type[Params]] = Params
+    #: one line for listings and help texts
+    description: ClassVar[str] = ""
+    #: short column title in tables ("HTC", "Skep.+SCM")
+    title: ClassVar[str] = ""
+    #: how many frozen teachers it takes (``max_teachers=None``: any number, ensembled)
     min_teachers: ClassVar[int] = 0
     max_teachers: ClassVar[int | None] = 0
+    #: cannot train without labels (the ``data.labels=false`` setting rejects it)
     needs_labels: ClassVar[bool] = False
-    description: ClassVar[str] = ""
+    #: learns from an SCM sequence S^1..S^k (Eq. 10) rather than from the nasty teacher alone
+    uses_sequence: ClassVar[bool] = False
+    #: trains a model to be released as a teacher (a training defence), not a stealing student
+    makes_teacher: ClassVar[bool] = False
+    #: data-free (never reads the dataset's images): the method whose loss its student learns by
+    data_free_of: ClassVar[str | None] = None
+    #: the grid the paper searches for this method (Sec. 4.1); empty: not searched
+    search_space: ClassVar[dict[str, list[float]]] = {}
+
+    @classmethod
+    def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
+        """The protocol's parameter values for a dataset and (student) architecture, over the
+        ``Params`` defaults (which hold for every dataset when this is empty)."""
+        return {}
+
+    @classmethod
+    def needs_teacher(cls) -> bool:
+        return cls.min_teachers > 0
 
     def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
         super().__init__()
@@ -210,3 +237,18 @@ class Method(nn.Module):
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+def method_names(test: Callable[[type[Method]], bool] = lambda cls: True) -> list[str]:
+    """Registered method names whose class passes ``test`` (a trait), sorted."""
+    return [name for name in METHODS if test(METHODS.get(name))]
+
+
+def stealing_methods() -> list[str]:
+    """Methods that train a student (every method but the training defences)."""
+    return method_names(lambda cls: not cls.makes_teacher)
+
+
+def data_free_form(method: str) -> str | None:
+    """The data-free method whose student learns by ``method``'s loss (``kd`` -> ``dafl-kd``)."""
+    return next((n for n in method_names(lambda cls: cls.data_free_of == method)), None)

@@ -20,19 +20,28 @@ predictions on generated images with the labels of the unread real batch: meanin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
 from pydantic import Field, field_validator
 
 from undistill.losses import dafl_generator_loss, htc_loss, kd_loss
+from undistill.methods import htc
 from undistill.methods.base import METHODS, Method, Params, Teacher
 from undistill.models import ZooModel
 from undistill.models.generator import Generator
 
 if TYPE_CHECKING:
     from undistill.optim import OptimConfig
+
+
+#: DAFL generator-loss weights (oh, a, ie) per dataset (protocol.md / the DAFL code's README):
+#: CIFAR-10 0.05/0.01/5, CIFAR-100 0.5/0.1/20. Other datasets take CIFAR-10's.
+DATASET_WEIGHTS: dict[str, dict[str, float]] = {
+    "cifar10": {"oh": 0.05, "a": 0.01, "ie": 5.0},
+    "cifar100": {"oh": 0.5, "a": 0.1, "ie": 20.0},
+}
 
 
 class DAFLParams(Params):
@@ -66,9 +75,9 @@ class DAFLKDParams(DAFLParams):
 
 
 class DAFLHTCParams(DAFLParams):
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="without labels, a plain factor")
-    temperature: float = Field(50.0, gt=0.0, description="tau")
-    multiplier: float = Field(50.0, ge=0.0, description="m")
+    alpha: float = Field(htc.ALPHA, ge=0.0, le=1.0, description="without labels, a plain factor")
+    temperature: float = Field(htc.TEMPERATURE, gt=0.0, description="tau")
+    multiplier: float = Field(htc.MULTIPLIER, ge=0.0, description="m")
 
 
 class DAFL(Method):
@@ -77,6 +86,12 @@ class DAFL(Method):
     Params: ClassVar[type[Params]] = DAFLParams
     min_teachers, max_teachers = 1, None
     needs_labels = False
+
+    @classmethod
+    def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
+        """DAFL's loss weights for the dataset; ``image_size`` and ``channels`` are the dataset's
+        (:func:`undistill.recipes.data_free_student` reads them)."""
+        return dict(DATASET_WEIGHTS.get(dataset, DATASET_WEIGHTS["cifar10"]))
 
     def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
         super().__init__(student, teacher, params)
@@ -125,7 +140,9 @@ class DAFL(Method):
 @METHODS.register("dafl-kd")
 class DAFLKD(DAFL):
     description = "data-free: DAFL generator, student by KD at temperature T (Table 4)"
+    title = "DAFL"
     Params = DAFLKDParams
+    data_free_of = "kd"
 
     def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
                      ) -> torch.Tensor:
@@ -136,7 +153,9 @@ class DAFLKD(DAFL):
 @METHODS.register("dafl-htc")
 class DAFLHTC(DAFL):
     description = "data-free: DAFL generator, student by HTC without its label term (Table 4)"
+    title = "DAFL+HTC"
     Params = DAFLHTCParams
+    data_free_of = "htc"
 
     def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
                      ) -> torch.Tensor:

@@ -14,7 +14,7 @@ output is the final head, the only one the run is evaluated on.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,19 +29,16 @@ from undistill.losses import (
     skeptical_kd_active,
     skeptical_self_distillation_loss,
 )
+from undistill.methods import htc, kd, scm
 from undistill.methods.base import METHODS, Method, Params, Teacher
 from undistill.models import ZooModel
 from undistill.models.cnn import PlainCNN
 
-#: The plain Skeptical student's KD temperature in the protocol (``presets.kd_defaults``): 4 for
-#: the plain CNN, 20 otherwise. Skeptical+HTC/+SCM use it for the self-distillation by default.
-PLAIN_CNN_TEMPERATURE = 4.0
-PLAIN_OTHER_TEMPERATURE = 20.0
-
 
 def plain_skeptical_temperature(student: nn.Module) -> float:
-    """The protocol's KD temperature of a plain Skeptical run with this student."""
-    return PLAIN_CNN_TEMPERATURE if isinstance(student, PlainCNN) else PLAIN_OTHER_TEMPERATURE
+    """The protocol's KD temperature of a plain Skeptical run with this student (KD's: 4 for the
+    plain CNN, 20 otherwise). Skeptical+HTC/+SCM use it for the self-distillation by default."""
+    return kd.CNN_TEMPERATURE if isinstance(student, PlainCNN) else kd.OTHER_TEMPERATURE
 
 
 class SepConv(nn.Sequential):
@@ -114,8 +111,9 @@ def build_heads(student: ZooModel) -> nn.ModuleList:
 
 
 class SkepticalParams(Params):
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="KD weight on the loc head (Eq. 2)")
-    temperature: float = Field(20.0, gt=0.0, description="T of the teacher's KD (4 for the CNN)")
+    alpha: float = Field(kd.ALPHA, ge=0.0, le=1.0, description="KD weight on the loc head (Eq. 2)")
+    temperature: float = Field(kd.OTHER_TEMPERATURE, gt=0.0, description="T of the teacher's KD "
+                               "(4 for the CNN)")
     loc: int = Field(2, ge=1, description="head that learns from the teacher, in [final, l3, l2, "
                      "l1] order: 1 = deepest auxiliary head, 2 = the one before it")
     kd_delay: int = Field(4, ge=-1, description="epochs 0..kd_delay train the final head with CE "
@@ -127,13 +125,16 @@ class SkepticalParams(Params):
 
 
 class SkepticalHTCParams(SkepticalParams):
-    temperature: float = Field(50.0, gt=0.0, description="tau of HTC (Eq. 6-9)")
-    multiplier: float = Field(50.0, ge=0.0, description="m of HTC")
+    alpha: float = Field(htc.ALPHA, ge=0.0, le=1.0, description="alpha of HTC on the loc head")
+    temperature: float = Field(htc.TEMPERATURE, gt=0.0, description="tau of HTC (Eq. 6-9)")
+    multiplier: float = Field(htc.MULTIPLIER, ge=0.0, description="m of HTC")
 
 
 class SkepticalSCMParams(SkepticalParams):
-    temperature: float = Field(4.0, gt=0.0, description="tau of SCM (Eq. 11)")
-    multiplier: float = Field(16.0, ge=0.0, description="m of SCM (m = tau^2 is KD's scale)")
+    alpha: float = Field(scm.ALPHA, ge=0.0, le=1.0, description="alpha of SCM on the loc head")
+    temperature: float = Field(scm.TEMPERATURE, gt=0.0, description="tau of SCM (Eq. 11)")
+    multiplier: float = Field(scm.MULTIPLIER, ge=0.0, description="m of SCM (m = tau^2 is KD's "
+                              "scale)")
 
 
 class SkepticalBase(Method):
@@ -206,19 +207,29 @@ class SkepticalBase(Method):
 @METHODS.register("skeptical")
 class Skeptical(SkepticalBase):
     description = "Skeptical student (Kundu et al. 2021): KD on a shallow auxiliary head + self-KD"
+    title = "Skep."
     Params = SkepticalParams
     teacher_loss = "kd"
+
+    @classmethod
+    def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
+        return kd.KD.defaults_for(dataset, arch)
 
 
 @METHODS.register("skeptical+htc")
 class SkepticalHTC(SkepticalBase):
     description = "Skeptical student with HTC (Eq. 9) on its KD head"
+    title = "Skep.+HTC"
     Params = SkepticalHTCParams
     teacher_loss = "htc"
+    search_space = htc.HTC.search_space
 
 
 @METHODS.register("skeptical+scm")
 class SkepticalSCM(SkepticalBase):
     description = "Skeptical student with SCM (Eq. 11) on its KD head; teachers are ensembled"
+    title = "Skep.+SCM"
     Params = SkepticalSCMParams
     teacher_loss = "scm"
+    uses_sequence = True
+    search_space = scm.SCM.search_space

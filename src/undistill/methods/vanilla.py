@@ -11,6 +11,7 @@ from undistill.methods.base import METHODS, Method
 @METHODS.register("vanilla")
 class Vanilla(Method):
     description = "cross-entropy only (normal teacher, Vanilla student)"
+    title = "Vanilla"
     needs_labels = True
 
     def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None

@@ -29,6 +29,10 @@ _T1 = {
     ("tinyimagenet", "resnet50", "shufflenetv2"): [60.30, 62.02, 24.27, 56.08, 60.80, 61.55, 63.14,
                                                    61.92],
 }
+#: The two KD columns of Table 1 and the teacher each learns from; every other column is the
+#: method of that name, learning from the teacher its traits say (none, the nasty teacher, or
+#: the SCM sequence).
+TABLE1_KD_COLUMNS = {"normal-kd": "normal", "nasty-kd": "nasty"}
 TABLE1: dict[tuple[str, str, str], dict[str, float]] = {
     k: dict(zip(TABLE1_COLUMNS, v, strict=True)) for k, v in _T1.items()}
 

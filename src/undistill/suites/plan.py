@@ -12,20 +12,19 @@ from typing import Any
 
 from undistill import recipes
 from undistill.config import RunConfig
-from undistill.presets import optim_preset
+from undistill.methods import METHODS, data_free_form
+from undistill.presets import optim_preset, with_epochs
+from undistill.suites.paper import TABLE1_KD_COLUMNS
 from undistill.suites.spec import ScaleSpec, StudentSpec, SuiteSpec, TeacherSpec
 
-#: Table 1 column -> (method, which teacher)
-COLUMN_METHOD = {
-    "vanilla": ("vanilla", "none"),
-    "normal-kd": ("kd", "normal"),
-    "nasty-kd": ("kd", "nasty"),
-    "skeptical": ("skeptical", "nasty"),
-    "htc": ("htc", "nasty"),
-    "scm": ("scm", "scm"),
-    "skeptical+htc": ("skeptical+htc", "nasty"),
-    "skeptical+scm": ("skeptical+scm", "scm"),
-}
+
+def column_method(column: str) -> tuple[str, str]:
+    """A Table 1 column's (method, the teacher it learns from: none, normal, nasty or scm)."""
+    if column in TABLE1_KD_COLUMNS:
+        return "kd", TABLE1_KD_COLUMNS[column]
+    cls = METHODS.get(column)
+    kind = "none" if not cls.needs_teacher() else "scm" if cls.uses_sequence else "nasty"
+    return column, kind
 
 
 @dataclass
@@ -76,13 +75,7 @@ class Plan:
 def _optim(dataset: str, arch: str, scale: ScaleSpec, epochs: int | None,
            extra: dict[str, Any]) -> dict[str, Any]:
     """The protocol's optimiser for (dataset, arch), then the suite's epochs, then the scale's."""
-    o = {**optim_preset(dataset, arch), **extra}
-    target = scale.epochs or epochs
-    if target is not None and target != o["epochs"]:
-        o["milestones"] = sorted({max(1, round(m * target / o["epochs"])) for m in o["milestones"]
-                                  if round(m * target / o["epochs"]) < target})
-        o["epochs"] = target
-    return o
+    return with_epochs({**optim_preset(dataset, arch), **extra}, scale.epochs or epochs)
 
 
 def _data(suite: SuiteSpec, scale: ScaleSpec, student: bool = False) -> dict[str, Any]:
@@ -178,7 +171,7 @@ def build_plan(suite: SuiteSpec, scale: str | None = None, chosen: Chosen | None
         for s in suite.students:
             for seed in suite.seeds:
                 for col in suite.methods:
-                    method, kind = COLUMN_METHOD[col]
+                    method, kind = column_method(col)
                     over = (chosen or {}).get((g.spec.arch, s.arch, method))
                     run = _student(suite, s, sc, method, column_teachers(g, kind), seed, kind,
                                    params_over=over)
@@ -207,10 +200,8 @@ def nasty_es_cells(plan: Plan, defence_acc: dict[str, float]) -> list[Cell]:
     for g in plan.groups:
         if g.defence is None or not suite.defence.nasty_es:
             continue
-        p = g.nasty.method.params
-        es = recipes.nasty_teacher(g.normal, p["omega"], p["temperature"], optim=g.nasty.optim.model_dump(),
-                                   stop_at_acc=round(defence_acc[g.defence.run_id], 2),
-                                   name=f"nasty-ES {g.spec.arch}")
+        es = recipes.nasty_es(g.nasty, defence_acc[g.defence.run_id],
+                              name=f"nasty-ES {g.spec.arch}")
         for s in suite.students:
             for seed in suite.seeds:
                 run = _student(suite, s, sc, "kd", [es], seed, "nasty-es")
@@ -220,8 +211,6 @@ def nasty_es_cells(plan: Plan, defence_acc: dict[str, float]) -> list[Cell]:
 
 
 SPECIAL = ("k", "sequence_arch", "fraction", "labels", "data_free")
-#: the data-free (DAFL) form of a column's method
-DATA_FREE = {"kd": "dafl-kd", "htc": "dafl-htc"}
 
 
 def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) -> list[Cell]:
@@ -237,7 +226,7 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                     continue
                 for seed in suite.seeds:
                     for col in ab.columns:
-                        method, kind = COLUMN_METHOD[col]
+                        method, kind = column_method(col)
                         for x in ab.values:
                             teachers = {"none": [], "normal": [g.normal], "nasty": [g.nasty],
                                         "scm": g.sequence}[kind]
@@ -256,10 +245,11 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                             elif ab.param in ("fraction", "labels"):
                                 data = {ab.param: x}
                             elif ab.param == "data_free":
-                                if x and method not in DATA_FREE:
+                                free = data_free_form(method)
+                                if x and free is None:
                                     raise ValueError(f"ablation {ab.name!r}: column {col!r} has "
                                                      f"no data-free form (use nasty-kd or htc)")
-                                run_method = DATA_FREE[method] if x else method
+                                run_method = free if x and free else method
                             else:
                                 params = {ab.param: x}
                             run = _student(suite, s, sc, run_method, teachers, seed, kind, params,

@@ -6,15 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from undistill.labels import arch_title, method_title, model_title, x_value_text
+from undistill.methods import METHODS
 from undistill.stats import mean_ci
 from undistill.suites.claims import paper_claims, per_seed
 from undistill.suites.paper import TABLE1, TABLE3, TABLE6, TABLE6_TEACHER
 from undistill.suites.spec import SuiteSpec
 
-COLUMN_TITLES = {"vanilla": "Vanilla", "normal-kd": "Normal KD", "nasty-kd": "Nasty KD",
-                 "skeptical": "Skep.", "htc": "HTC", "scm": "SCM", "skeptical+htc": "Skep.+HTC",
-                 "skeptical+scm": "Skep.+SCM", "normal": "Normal Teacher", "nasty": "Nasty KD",
-                 "nasty-es": "Nasty KD ES", "scm-defence": "Ours (SCM defence)"}
+#: Titles of the columns that are not a method's own (a method's: ``Method.title``).
+COLUMN_TITLES = {"normal-kd": "Normal KD", "nasty-kd": "Nasty KD", "normal": "Normal Teacher",
+                 "nasty": "Nasty KD", "nasty-es": "Nasty KD ES", "scm-defence": "Ours (SCM defence)"}
+
+
+def column_title(column: str) -> str:
+    """A table column's header: Table 1's KD columns and Table 6's teachers by name, every other
+    Table 1 column by its method's title."""
+    return COLUMN_TITLES.get(column) or METHODS.get(column).title or column
 
 
 def fmt(values: list[float], paper: float | None = None) -> str:
@@ -43,7 +49,7 @@ def table1(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
              "Test accuracy of each student's final (last-epoch) model, never selected on the test "
              "set: mean ± half-width of the 95 % confidence interval (Student t) over n seeds; the "
              "paper's value in brackets where the suite matches one of its cells.", "",
-             "| Teacher | Student | " + " | ".join(COLUMN_TITLES[c] for c in cols) + " |",
+             "| Teacher | Student | " + " | ".join(column_title(c) for c in cols) + " |",
              "|" + " --- |" * (len(cols) + 2)]
     for t in suite.teachers:
         for s in suite.students:
@@ -90,7 +96,7 @@ def table6(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
     for t in suite.teachers:
         accs = [_teacher_acc(doc, t.arch, k) for k in cols]
         paper_t = TABLE6_TEACHER.get((ds, t.arch), {})
-        head = [f"{COLUMN_TITLES[c]} (Acc = {'-' if a is None else f'{a:.2f}'}"
+        head = [f"{column_title(c)} (Acc = {'-' if a is None else f'{a:.2f}'}"
                 + (f"; paper {paper_t[c]:.2f}" if c in paper_t else "") + ")"
                 for c, a in zip(cols, accs, strict=True)]
         lines += [f"| Teacher: {arch_title(t.arch)} | " + " | ".join(head) + " |",

@@ -24,11 +24,11 @@ from undistill.methods import Teacher
 from undistill.runs import bind_data, data_views, is_done, load_run_model
 from undistill.suites.claims import headline, paper_claims, preflight
 from undistill.suites.plan import (
-    COLUMN_METHOD,
     Cell,
     Chosen,
     Plan,
     build_plan,
+    column_method,
     column_teachers,
     nasty_es_cells,
     scale_of,
@@ -172,14 +172,13 @@ def run_searches(plan: Plan, runtime: Runtime, executor: Executor, out_dir: Path
     if spec is None:
         return {}, []
     _, sc = scale_of(plan.suite, plan.scale)
-    kind_of = {m: k for m, k in COLUMN_METHOD.values()}
     chosen: Chosen = {}
     docs = []
     for g in plan.groups:
         for s in plan.suite.students:
             for method in spec.methods:
                 args = search_student(plan.suite, s, sc, method)
-                doc = run_search(column_teachers(g, kind_of[method]), runtime=runtime,
+                doc = run_search(column_teachers(g, column_method(method)[1]), runtime=runtime,
                                  grid=spec.grid, sampler="grid", trials=spec.trials,
                                  study_seed=spec.study_seed, final=False,
                                  out_dir=out_dir / "search" / f"{g.spec.arch}-{s.arch}-{method}",

@@ -10,19 +10,24 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from undistill.config import ConfigError, _format
+from undistill.methods import method_names
 from undistill.suites.paper import TABLE1_COLUMNS
 
-Column = Literal["vanilla", "normal-kd", "nasty-kd", "skeptical", "htc", "scm", "skeptical+htc",
-                 "skeptical+scm"]
-#: method-parameter groups a suite may set: the Table 1 methods, plus "kd" (every KD column)
-PARAM_GROUPS = ("kd", "skeptical", "htc", "scm", "skeptical+htc", "skeptical+scm", "dafl-kd",
-                "dafl-htc")
+#: A Table 1 column (the list is :data:`undistill.suites.paper.TABLE1_COLUMNS`).
+Column = Literal[tuple(TABLE1_COLUMNS)]  # type: ignore[valid-type]
+
+
+def param_groups() -> list[str]:
+    """Method-parameter groups a suite may set: every stealing method with parameters ("kd"
+    covers both KD columns)."""
+    return method_names(lambda cls: not cls.makes_teacher and bool(cls.Params.model_fields))
 
 
 def _known_groups(v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    bad = sorted(set(v) - set(PARAM_GROUPS))
+    known = param_groups()
+    bad = sorted(set(v) - set(known))
     if bad:
-        raise ValueError(f"unknown method group(s) {bad}; known: {list(PARAM_GROUPS)}")
+        raise ValueError(f"unknown method group(s) {bad}; known: {known}")
     return v
 
 
