@@ -1,10 +1,13 @@
-"""The ``undistill`` command line."""
+"""The ``undistill`` command line: parses arguments, calls :mod:`undistill.api`, prints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -12,9 +15,7 @@ from rich.table import Table
 
 from undistill import cli_teachers as ct
 from undistill import errors
-from undistill.checkpoint import CheckpointError
-from undistill.config import ConfigError, RunConfig, Runtime, load_config
-from undistill.data import DatasetError
+from undistill.config import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Knowledge-distillation model stealing: nasty teachers, attacks, defences. "
@@ -27,12 +28,13 @@ TeacherRunsDir = Annotated[Path | None, typer.Option(
     "runs with --teacher); teacher runs missing from it are trained there")]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="directory of the dataset files")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
-Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
-                                                help="override a config field: path.to.field=value")]
+Progress = Annotated[bool, typer.Option(help="show progress")]
 ExecutorName = Annotated[str, typer.Option("--executor", help="local (this process) or ray (Ray "
                                            "tasks; needs undistill[ray]; docs/suites.md)")]
 Address = Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default with "
                                              "--executor ray: start Ray on this machine)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
+                                                help="override a config field: path.to.field=value")]
 
 
 def executor_from(name: str, address: str | None) -> Any:
@@ -50,9 +52,37 @@ def runtime_from(runs_dir: Path, data_root: Path | None, device: str, precision:
                    precision=precision, compile=compile_, progress=progress)
 
 
-def fail(msg: str) -> None:
+def fail(msg: str) -> NoReturn:
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {msg}", highlight=False)
     raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """A user's mistake (bad config, missing run or data, diverged training) -> one line, exit 2."""
+    from undistill.api import USER_ERRORS
+
+    shared = sys.modules.get("undistill.ray_executor")  # only a ray run can raise it
+    known = USER_ERRORS + ((shared.SharedDirError,) if shared is not None else ())
+    try:
+        yield
+    except known as e:
+        fail(str(e))
+
+
+def _stealing_methods() -> str:
+    from undistill.methods import METHODS, stealing_methods
+
+    names = stealing_methods()
+    free = [n for n in names if METHODS.get(n).data_free_of]
+    return (", ".join(n for n in names if n not in free) + "; data-free (no data at all, "
+            "Table 4): " + ", ".join(free))
+
+
+def _search_methods() -> str:
+    from undistill.search import search_methods
+
+    return ", ".join(search_methods())
 
 
 @app.command()
@@ -70,23 +100,16 @@ def train(
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU; on CPU per machine, "
                                            "docs/performance.md), fp32, bf16")] = "auto",
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the step")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
 ) -> None:
     """Train a run from a YAML config, or a normal teacher with the protocol's preset."""
-    from undistill.executor import ensure_trained
-    from undistill.presets import teacher_config
+    from undistill import api
 
-    base = None
-    if config is None:
-        if dataset is None or arch is None:
-            fail("give a CONFIG file, or --dataset and --arch for a normal teacher")
-        base = teacher_config(dataset, arch, width, seed, epochs)
-    try:
-        cfg = load_config(config, sets, base=base)
-        runtime = runtime_from(runs_dir, data_root, device, precision, compile_, progress)
-        result = ensure_trained(cfg, runtime)
-    except (ConfigError, DatasetError, CheckpointError) as e:
-        fail(str(e))
+    with user_errors():
+        result = api.train(config, dataset=dataset, arch=arch, width=width, epochs=epochs,
+                           seed=seed, sets=sets,
+                           runtime=runtime_from(runs_dir, data_root, device, precision, compile_,
+                                                progress))
     out.print(f"run {result.run_id}: best {result.best_acc:.2f}% (epoch {result.best_epoch + 1}),"
               f" last {result.last_acc:.2f}% on {result.eval_split}"
               f"{' (already trained)' if result.cached else ''} -> {result.run_dir}")
@@ -103,31 +126,15 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Evaluate a trained run's checkpoint on its evaluation split (accuracy = correct / total)."""
-    from undistill.data import DeviceLoader
-    from undistill.engine import EVAL_BATCH, evaluate, select_device
-    from undistill.runs import data_views, load_run_model, read_run_config
+    from undistill import api
 
-    if which not in ("auto", "best", "last"):
-        fail("--which must be auto, best or last")
-    try:
-        cfg = read_run_config(run)
-        dev = select_device(device)
-        model = load_run_model(cfg, runs_dir or run.parent, data_root, which, dev)
-        views = data_views(cfg.data, data_root)
-    except (ConfigError, DatasetError, CheckpointError) as e:
-        fail(str(e))
-    ds = views.dataset
-    loader = DeviceLoader(views.eval_images.to(dev), views.eval_labels.to(dev),
-                          batch_size=EVAL_BATCH, mean=ds.mean, std=ds.std, augment=None,
-                          shuffle=False, drop_last=False, seed=0)
-    acc, loss = evaluate(model, loader, dev)
-    rec = {"run_id": cfg.run_id, "checkpoint": which, "split": views.eval_split,
-           "accuracy": acc, "loss": loss, "samples": int(views.eval_labels.numel())}
+    with user_errors():
+        rec = api.evaluate(run, which, runs_dir, data_root, device)
     if as_json:
         print(json.dumps(rec))
     else:
-        out.print(f"{cfg.run_id} [{which}] {views.eval_split}: accuracy {acc:.2f}% "
-                  f"({rec['samples']} images), loss {loss:.4f}", markup=False)
+        out.print(f"{rec['run_id']} [{which}] {rec['split']}: accuracy {rec['accuracy']:.2f}% "
+                  f"({rec['samples']} images), loss {rec['loss']:.4f}", markup=False)
 
 
 @app.command()
@@ -140,10 +147,8 @@ def models(
     """List the architectures with their parameter counts."""
     from undistill.models import model_table
 
-    try:
+    with user_errors():
         rows = model_table(num_classes=classes, width=width, in_channels=channels, image_size=size)
-    except ValueError as e:
-        fail(str(e))
     table = Table(title=f"{classes} classes, width {width}, {channels}x{size}x{size} input")
     table.add_column("architecture")
     table.add_column("parameters", justify="right")
@@ -162,6 +167,22 @@ def datasets() -> None:
 
 
 @app.command()
+def methods() -> None:
+    """List the training methods with their traits."""
+    from undistill.methods import METHODS
+
+    table = Table()
+    for col in ("method", "teachers", "labels", "description"):
+        table.add_column(col)
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        hi = "any" if cls.max_teachers is None else str(cls.max_teachers)
+        n = str(cls.min_teachers) if hi == str(cls.min_teachers) else f"{cls.min_teachers}-{hi}"
+        table.add_row(name, n, "needed" if cls.needs_labels else "optional", cls.description)
+    out.print(table)
+
+
+@app.command()
 def config(
     config_file: Annotated[Path | None, typer.Argument(help="YAML run config")] = None,
     dataset: Annotated[str | None, typer.Option()] = None,
@@ -170,19 +191,20 @@ def config(
     data_root: DataRoot = None,
 ) -> None:
     """Print a validated config (with every default filled in) and its run id."""
-    from undistill.presets import teacher_config
-    from undistill.runs import bind_data
-
-    base: dict[str, Any] | None = None
-    if config_file is None:
-        if dataset is None or arch is None:
-            fail("give a CONFIG file, or --dataset and --arch")
-        base = teacher_config(dataset, arch)
-    try:
-        cfg: RunConfig = load_config(config_file, sets, base=base)
-    except ConfigError as e:
-        fail(str(e))
     import yaml
+
+    from undistill import api
+    from undistill.config import load_config
+
+    with user_errors():
+        if config_file is not None:
+            cfg = load_config(config_file, sets)
+        elif dataset is None or arch is None:
+            fail("give a CONFIG file, or --dataset and --arch")
+        else:
+            cfg = api.teacher_config(dataset, arch, sets=sets)
+    from undistill.data import DatasetError
+    from undistill.runs import bind_data
 
     note = ""
     try:  # the run id includes the fingerprint of the data the run would read
@@ -195,28 +217,7 @@ def config(
     print(f"# run_id: {cfg.run_id}{note}")
 
 
-def _teacher_run(path: Path) -> RunConfig:
-    from undistill.runs import read_run_config
-
-    try:
-        return read_run_config(path)
-    except (ConfigError, CheckpointError) as e:
-        fail(str(e))
-        raise
-
-
-def _train_all(cfgs: list[RunConfig], runtime: Runtime) -> dict[str, Any]:
-    from undistill.engine import TrainingDiverged
-    from undistill.executor import LocalExecutor
-
-    try:
-        return LocalExecutor().run(cfgs, runtime)
-    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as e:
-        fail(str(e))
-        raise
-
-
-def _report(label: str, res: Any) -> None:
+def _print_result(label: str, res: Any) -> None:
     out.print(f"{label}: best {res.best_acc:.2f}% (epoch {res.best_epoch + 1}), last "
               f"{res.last_acc:.2f}% [{res.status}] -> {res.run_dir}", markup=False)
 
@@ -232,18 +233,16 @@ def nasty(
     runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
 ) -> None:
     """Train a Nasty Teacher (Eq. 5) against a trained normal teacher."""
-    from undistill.recipes import nasty_teacher, with_overrides
+    from undistill import api
 
-    adv = _teacher_run(teacher)
-    try:
-        cfg = with_overrides(nasty_teacher(adv, omega, tau, stop_at_acc=stop_at_acc), sets)
-    except (ConfigError, ValueError) as e:
-        fail(str(e))
-    res = _train_all([cfg], runtime_from(runs_dir or teacher.parent, data_root, device, progress=progress))
-    _report("nasty teacher", res[cfg.run_id])
+    with user_errors():
+        res = api.nasty(teacher, omega=omega, tau=tau, stop_at_acc=stop_at_acc, sets=sets,
+                        runtime=runtime_from(runs_dir or teacher.parent, data_root, device,
+                                             progress=progress))
+    _print_result("nasty teacher", res)
 
 
 @app.command()
@@ -257,21 +256,17 @@ def scm(
     runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
 ) -> None:
     """Train the SCM sequence (Eq. 10): S^i by Eq. 5 against S^(i-1), starting from the nasty teacher."""
-    from undistill.recipes import scm_sequence, with_overrides
+    from undistill import api
 
-    first = _teacher_run(nasty_run)
-    if first.method.name != "nasty":
-        fail(f"{nasty_run} is a {first.method.name!r} run; S^1 must be a nasty teacher")
-    try:
-        seq = [first] + [with_overrides(s, sets) for s in scm_sequence(first, k, arch, width)[1:]]
-    except (ConfigError, ValueError) as e:
-        fail(str(e))
-    res = _train_all(seq, runtime_from(runs_dir or nasty_run.parent, data_root, device, progress=progress))
-    for i, s in enumerate(seq, 1):
-        _report(f"S{i}", res[s.run_id])
+    with user_errors():
+        res = api.scm_sequence(nasty_run, k=k, arch=arch, width=width, sets=sets,
+                               runtime=runtime_from(runs_dir or nasty_run.parent, data_root,
+                                                    device, progress=progress))
+    for i, r in enumerate(res, 1):
+        _print_result(f"S{i}", r)
 
 
 @app.command()
@@ -279,9 +274,7 @@ def steal(
     teachers: Annotated[list[Path] | None, typer.Argument(help="teacher run directories (several: "
                                                           "ensembled, e.g. an SCM sequence)")] = None,
     arch: Annotated[str, typer.Option(help="student architecture")] = "cnn",
-    method: Annotated[str, typer.Option(help="vanilla, kd, htc, scm, skeptical, skeptical+htc, "
-                                        "skeptical+scm; data-free (no data at all, Table 4): "
-                                        "dafl-kd, dafl-htc")] = "kd",
+    method: Annotated[str, typer.Option(help=_stealing_methods())] = "kd",
     width: Annotated[float, typer.Option(help="student width")] = 1.0,
     fraction: Annotated[float, typer.Option(help="limited data: share of the training set")] = 1.0,
     labels: Annotated[bool, typer.Option(help="--no-labels: the student never sees labels")] = True,
@@ -290,7 +283,7 @@ def steal(
     runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
     teacher: Annotated[str | None, typer.Option("--teacher", help="instead of run directories: a "
                                                 "model file or URL (docs/teachers.md)")] = None,
     dataset: Annotated[str | None, typer.Option(help="with --teacher: the dataset to steal with")
@@ -303,8 +296,7 @@ def steal(
     retries: ct.Retries = 5, request_batch: ct.RequestBatch = 64,
 ) -> None:
     """Train a stealing student from one teacher or an ensemble (every method of Table 1)."""
-    from undistill.methods import METHODS
-    from undistill.recipes import data_free_student, is_data_free, student, with_overrides
+    from undistill import api
 
     if teacher is not None or not teachers:
         if teacher is None or teachers:
@@ -312,29 +304,19 @@ def steal(
         try:
             res = ct.steal_external(
                 teacher, dataset, arch, method, budget, width, labels, seed, sets,
-                runs_dir or Path("runs"),
-                data_root, device, progress, ct.spec_from(spec_file, *[None] * 7), teacher_arch,
-                teacher_width, ct.client_from(api_key_env, concurrency, rate, timeout, retries,
-                                              request_batch))
+                runs_dir or Path("runs"), data_root, device, progress,
+                ct.spec_from(spec_file, *[None] * 7), teacher_arch, teacher_width,
+                ct.client_from(api_key_env, concurrency, rate, timeout, retries, request_batch))
         except ct.cli_errors() as e:
             fail(str(e))
-        _report(f"{method} student {arch}", res)
+        _print_result(f"{method} student {arch}", res)
         return
-    tcfgs = [_teacher_run(t) for t in teachers]
-    try:
-        if is_data_free(method):  # generated images only: --fraction/--no-labels do not apply
-            cfg = data_free_student(tcfgs, arch, method, width=width, seed=seed,
-                                    data_root=data_root)
-        else:
-            cfg = student(tcfgs if METHODS.get(method).needs_teacher() else [], arch, method, width=width,
-                          dataset=tcfgs[0].data.name, data={"fraction": fraction, "labels": labels},
-                          seed=seed)
-        cfg = with_overrides(cfg, sets)
-    except (ConfigError, ValueError) as e:
-        fail(str(e))
-    rt = runtime_from(runs_dir or teachers[0].parent, data_root, device, progress=progress)
-    res = _train_all([cfg], rt)
-    _report(f"{method} student {arch}", res[cfg.run_id])
+    with user_errors():
+        res = api.steal(teachers, arch=arch, method=method, width=width, fraction=fraction,
+                        labels=labels, seed=seed, sets=sets,
+                        runtime=runtime_from(runs_dir or teachers[0].parent, data_root, device,
+                                             progress=progress))
+    _print_result(f"{method} student {arch}", res)
 
 
 @app.command()
@@ -345,24 +327,18 @@ def defend(
     runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
 ) -> None:
     """The SCM defence (release an early sequence model) and Nasty-ES at equal accuracy."""
-    from undistill.recipes import nasty_teacher, scm_sequence
+    from undistill import api
 
-    first = _teacher_run(nasty_run)
-    if first.method.name != "nasty" or release < 2:
-        fail("give a nasty-teacher run and --release >= 2")
-    rt = runtime_from(runs_dir or nasty_run.parent, data_root, device, progress=progress)
-    seq = scm_sequence(first, release)
-    res = _train_all(seq, rt)
-    defended = res[seq[-1].run_id]
-    _report(f"SCM defence (S{release})", defended)
-    if compare_es:
-        es = nasty_teacher(first.teachers[0], first.method.params["omega"],
-                           first.method.params["temperature"],
-                           stop_at_acc=round(defended.best_acc, 2))
-        _report("Nasty-ES", _train_all([es], rt)[es.run_id])
+    with user_errors():
+        res = api.defend(nasty_run, release=release, compare_es=compare_es,
+                         runtime=runtime_from(runs_dir or nasty_run.parent, data_root, device,
+                                              progress=progress))
+    _print_result(f"SCM defence (S{release})", res["scm-defence"])
+    if "nasty-es" in res:
+        _print_result("Nasty-ES", res["nasty-es"])
 
 
 @app.command()
@@ -376,36 +352,22 @@ def reproduce(
     runs_dir: RunsDir = Path("runs"),
     data_root: DataRoot = None,
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
     executor: ExecutorName = "local",
     address: Address = None,
 ) -> None:
     """Reproduce a table of the paper: plan the runs, train what is missing, write the results."""
-    from undistill.suites import build_plan, load_suite
-    from undistill.suites import dry_run as plan_dry_run
-    from undistill.suites import reproduce as run
+    from undistill import api
 
-    try:
-        spec = load_suite(suite)
-        plan = build_plan(spec, scale)
-    except (ConfigError, ValueError) as e:
-        fail(str(e))
     runtime = runtime_from(runs_dir, data_root, device, progress=progress)
-    if dry_run:
-        try:
-            report = plan_dry_run(plan, runtime)
-        except DatasetError as e:
-            fail(str(e))
-        print("\n".join(report.lines))
-        return
-    out_dir = out_dir or Path("results") / f"{spec.name}-{plan.scale}"
-    from undistill.engine import TrainingDiverged
-    from undistill.ray_executor import SharedDirError
-
-    try:
-        run(spec, runtime, out_dir, plan.scale, executor=executor_from(executor, address))
-    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged, SharedDirError) as e:
-        fail(str(e))
+    with user_errors():
+        plan = api.plan(suite, scale)
+        if dry_run:
+            print("\n".join(api.dry_run(plan, runtime=runtime).lines))
+            return
+        out_dir = out_dir or api.results_dir(plan)
+        api.reproduce(plan, out_dir=out_dir, runtime=runtime,
+                      executor=executor_from(executor, address))
     out.print(f"results: {out_dir}/results.json, results.csv, tables.md", markup=False)
 
 
@@ -414,7 +376,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="where results go")] = Path("results/demo"),
     runs_dir: RunsDir = Path("runs"),
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
 ) -> None:
     """The main job: every method of Table 1, the defences of Table 6 and the KL of Table 3 on
     the embedded Fashion-MNIST subset, in minutes on a laptop CPU."""
@@ -439,16 +401,12 @@ def report(
     device: Device = "auto",
 ) -> None:
     """Write one Markdown report of a finished suite: its tables, Fig. 1, 2, 5 and ablations."""
-    from undistill.engine import select_device
-    from undistill.report import ReportError, write_report
+    from undistill import api
 
-    if samples < 2 or examples < 1:
-        fail("--samples must be >= 2 and --examples >= 1")
-    try:
-        path = write_report(results_dir, runs_dir, data_root, suite, html, select_device(device),
-                            samples, examples, seed, figures)
-    except (ReportError, ConfigError, DatasetError, CheckpointError) as e:
-        fail(str(e))
+    with user_errors():
+        path = api.report(results_dir, runs_dir=runs_dir, suite=suite, html=html, figures=figures,
+                          samples=samples, examples=examples, seed=seed, data_root=data_root,
+                          device=device)
     out.print(f"report: {path}" + (f", {path.with_suffix('.html')}" if html else ""),
               markup=False)
 
@@ -472,16 +430,12 @@ def analyze(
     device: Device = "auto",
 ) -> None:
     """KL to the normal teacher, output statistics, Fig. 1, 2 and 5 for trained runs."""
-    from undistill.engine import select_device
-    from undistill.report import ReportError, write_analysis
+    from undistill import api
 
-    if samples < 2 or examples < 1:
-        fail("--samples must be >= 2 and --examples >= 1")
-    try:
-        doc = write_analysis(runs, reference, out_dir, runs_dir, data_root, select_device(device),
-                             samples, examples, seed, ensemble, tsne)
-    except (ReportError, ConfigError, DatasetError, CheckpointError) as e:
-        fail(str(e))
+    with user_errors():
+        doc = api.analyze(runs, reference, out_dir=out_dir, runs_dir=runs_dir,
+                          data_root=data_root, device=device, samples=samples, examples=examples,
+                          seed=seed, ensemble=ensemble, tsne=tsne)
     table = Table(title=f"KL to {doc['reference']['name']} on the {doc['split']} split")
     for col in ("model", "accuracy (%)", "KL T=1", "peaks > 0.1", "entropy"):
         table.add_column(col)
@@ -498,7 +452,7 @@ def search(
     teachers: Annotated[list[Path], typer.Argument(help="teacher run directories (several: "
                                                    "ensembled, e.g. an SCM sequence)")],
     arch: Annotated[str, typer.Option(help="student architecture")] = "cnn",
-    method: Annotated[str, typer.Option(help="htc, scm, skeptical+htc or skeptical+scm")] = "htc",
+    method: Annotated[str, typer.Option(help=_search_methods())] = "htc",
     grid: Annotated[str, typer.Option(help="paper (m x tau x alpha = 144 runs) or small (8)")
                     ] = "paper",
     sampler: Annotated[str, typer.Option(help="grid (optuna GridSampler) or tpe (TPESampler)")
@@ -522,41 +476,29 @@ def search(
     runs_dir: TeacherRunsDir = None,
     data_root: DataRoot = None,
     device: Device = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress")] = True,
+    progress: Progress = True,
     executor: ExecutorName = "local",
     address: Address = None,
 ) -> None:
     """Search HTC/SCM's (m, tau, alpha) on a validation split, never on the test set."""
     import yaml
 
-    from undistill.engine import TrainingDiverged
-    from undistill.ray_executor import SharedDirError
-    from undistill.search import SearchError, run_search
+    from undistill import api
 
-    tcfgs = [_teacher_run(t) for t in teachers]
     fixed: dict[str, Any] = {}
     for item in param or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             fail(f"--param {item!r} is not of the form KEY=VALUE")
         fixed[key] = yaml.safe_load(raw)
-    optim = None
-    if epochs is not None:
-        from undistill.presets import optim_preset
-
-        o = optim_preset(tcfgs[0].data.name, arch)
-        optim = {"epochs": epochs, "milestones": [m for m in o["milestones"] if m < epochs]}
     out_dir = out_dir or Path("results") / f"search-{method}-{arch}"
-    try:
-        doc = run_search(tcfgs, arch, method,
-                         runtime_from(runs_dir or teachers[0].parent, data_root, device, progress=progress),
-                         grid=grid, sampler=sampler, trials=trials, val_fraction=val_fraction,
-                         val_seed=val_seed, width=width, seed=seed, study_seed=study_seed,
-                         fixed=fixed, optim=optim, final=final, out_dir=out_dir,
-                         executor=executor_from(executor, address))
-    except (SearchError, ConfigError, DatasetError, CheckpointError, TrainingDiverged,
-            SharedDirError) as e:
-        fail(str(e))
+    with user_errors():
+        doc = api.search(teachers, arch=arch, method=method, grid=grid, sampler=sampler,
+                         trials=trials, val_fraction=val_fraction, val_seed=val_seed, width=width,
+                         epochs=epochs, fixed=fixed, final=final, out_dir=out_dir, seed=seed,
+                         study_seed=study_seed, executor=executor_from(executor, address),
+                         runtime=runtime_from(runs_dir or teachers[0].parent, data_root, device,
+                                              progress=progress))
     b = doc["best"]
     out.print(f"{len(doc['trials'])} trials; best on val: {b['val_acc']:.2f}% with "
               f"{b['params']} (run {b['run_id']})", markup=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -193,22 +192,25 @@ def run_searches(plan: Plan, runtime: Runtime, executor: Executor, out_dir: Path
 
 
 def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | None = None,
-              executor: Executor | None = None) -> dict[str, Any]:
+              executor: Executor | None = None, plan: Plan | None = None) -> dict[str, Any]:
     """Run (or finish) a suite and write results.json, results.csv and tables.md to out_dir.
 
     Stages: teachers; vanilla students and the preflight; the searches on the validation split
     (their trials are the seed-0 runs of the searched cells); every cell with the chosen values;
-    Nasty-ES (stopped at the SCM-defence teacher's evaluation accuracy) and its students."""
+    Nasty-ES (stopped at the SCM-defence teacher's evaluation accuracy) and its students.
+    ``plan``: the suite's plan when the caller has built it already (it is built here otherwise).
+    """
     t0 = time.perf_counter()
     executor = executor or LocalExecutor()
-    plan = build_plan(suite, scale)
+    plan = plan or build_plan(suite, scale)
     suite, scale = plan.suite, plan.scale  # a scale may name another suite
     results = dict(executor.run(_teacher_runs(plan), runtime))
     results.update(executor.run([c.run for c in plan.cells if c.column == "vanilla"
                                  and c.ablation is None], runtime))
     checks = run_preflight(plan, results)
     chosen, searches = run_searches(plan, runtime, executor, out_dir)
-    plan = build_plan(suite, scale, chosen)
+    if chosen:  # the cells again, with the values chosen on the validation split
+        plan = build_plan(suite, plan.scale, chosen)
     results.update(executor.run(plan.runs(), runtime))
     cells = list(plan.cells)
     defended = [g.defence for g in plan.groups if g.defence is not None]
@@ -271,6 +273,3 @@ def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dic
                     "x_values": ab.values, "series": series})
     return out
 
-
-def results_from(out_dir: Path) -> dict[str, Any]:
-    return json.loads((out_dir / "results.json").read_text())
