@@ -21,7 +21,8 @@ from torch import nn
 from undistill import engine as engine_mod
 from undistill.checkpoint import load_checkpoint
 from undistill.config import Runtime
-from undistill.engine import DistContext, train_run
+from undistill.distributed import DistContext, check_shardable
+from undistill.engine import train_run
 from undistill.losses import kd_loss, nasty_loss, scm_loss
 from undistill.methods import Teacher
 from undistill.models import MODELS, ModelOutput, ZooModel, build_model
@@ -263,8 +264,8 @@ def test_dist_context_shards_cover_every_row_once() -> None:
 
 def test_too_small_batches_for_the_process_count_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 4 rows"):
-        engine_mod._check_shardable(1347, 64, 2)  # digits at batch 64: a last batch of 3
+        check_shardable(1347, 64, 2)  # digits at batch 64: a last batch of 3
     with pytest.raises(ValueError, match="at least 6 rows"):
-        engine_mod._check_shardable(100, 4, 3)
+        check_shardable(100, 4, 3)
     for n in (1347, 256, 132):
-        engine_mod._check_shardable(n, 128, 2)
+        check_shardable(n, 128, 2)

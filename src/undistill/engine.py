@@ -13,16 +13,9 @@ them all, and each extra optimizer's state is checkpointed next to the main one'
 ``optim.<name>.*``, JSON under ``optim_extra``). Methods without extra optimizers write exactly
 the checkpoints they always did.
 
-Several processes (``torchrun --nproc_per_node N -m undistill train ...``, i.e. ``WORLD_SIZE > 1``
-in the environment) train one run together with DistributedDataParallel: every rank holds the
-whole training set on its device and draws the same global batches (the loader is a function of
-(seed, epoch)); rank ``r`` trains on the ``r``-th contiguous shard of each global batch, whose
-size stays ``optim.batch_size``. Gradients are averaged across ranks (each rank's loss is scaled
-by its share of the batch, so uneven shards still give the global batch-mean gradient).
-BatchNorm normalises with per-rank batch statistics, as plain DDP does; the running statistics
-are rank 0's. Evaluation is sharded and its counts summed; rank 0 alone writes checkpoints,
-metrics and the result, and every rank resumes from the same checkpoint. See
-``docs/performance.md``.
+Several processes (``torchrun --nproc_per_node N -m undistill train ...``) train one run together
+with DistributedDataParallel; how the work is shared is :mod:`undistill.distributed`'s, the loop
+here is the same for one process or many.
 
 No host-device synchronisation happens inside the step loop except for the live progress line
 (every 20 steps, only when a live progress bar is shown); the epoch's sums are read once at its end.
@@ -30,20 +23,16 @@ No host-device synchronisation happens inside the step loop except for the live 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch import nn
 
 from undistill.checkpoint import (
     CheckpointError,
@@ -58,6 +47,7 @@ from undistill.checkpoint import (
 from undistill.config import RunConfig, Runtime
 from undistill.data import DeviceLoader
 from undistill.data.loader import epoch_seed
+from undistill.distributed import DistContext, check_shardable, distributed_context, step_function
 from undistill.methods import METHODS, Method
 from undistill.optim import OptimConfig, learning_rate, make_optimizer
 from undistill.precision import ComputePath
@@ -212,107 +202,6 @@ def evaluate(predict: Any, loader: DeviceLoader, device: torch.device, bf16: boo
     return 100.0 * correct.item() / max(total, 1), loss_sum.item() / max(total, 1)
 
 
-# --------------------------------------------------------------------------------------------
-# several processes, one run
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a multi-process run (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, n: int) -> tuple[int, int]:
-        """This rank's contiguous slice ``[lo, hi)`` of ``n`` rows (sizes differ by at most 1)."""
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
-
-    def barrier(self, device: torch.device) -> None:
-        if self.enabled:
-            if device.type == "cuda":
-                dist.barrier(device_ids=[device.index])
-            else:
-                dist.barrier()
-
-    def sum(self, values: list[torch.Tensor | float | int], device: torch.device) -> list[float]:
-        """Sum scalars over ranks (float64); one collective; plain floats back on every rank."""
-        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(())
-                         for v in values])
-        if self.enabled:
-            dist.all_reduce(t)
-        return t.tolist()
-
-
-def _destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def distributed_context(device: torch.device) -> tuple[DistContext, torch.device]:
-    """Join the process group when launched with ``WORLD_SIZE > 1`` (torchrun sets it).
-
-    Backend nccl on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo otherwise. A group the caller
-    initialised already is used as it is. Returns the context and the device this rank trains on.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
-        return DistContext(), device
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                device_id=device if device.type == "cuda" else None)
-        atexit.register(_destroy_process_group)
-    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
-    return ctx, device
-
-
-class _ForwardTrain(nn.Module):
-    """Adapter for DDP: its ``forward`` is the method's ``forward_train``."""
-
-    def __init__(self, method: Method) -> None:
-        super().__init__()
-        self.method = method
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.method.forward_train(images, labels)
-
-
-def _uses_every_parameter(method: Method) -> bool:
-    """Whether every step sends gradient to every trainable parameter (DDP's fast path).
-
-    Assumed when all trainable parameters belong to the student (zoo models use all of theirs);
-    methods with extra parts (e.g. Skeptical's auxiliary heads, idle in some epochs) take DDP's
-    ``find_unused_parameters`` path.
-    """
-    student = {id(p) for p in method.student.parameters()}
-    return all(id(p) in student for p in method.parameters() if p.requires_grad)
-
-
-def _check_shardable(n: int, batch_size: int, world: int) -> None:
-    """Every rank's shard of every batch needs 2 rows (BatchNorm in training needs two values)."""
-    last = n % batch_size or min(batch_size, n)
-    smallest = min(batch_size, n, last)
-    if smallest < 2 * world:
-        raise ValueError(f"{world} processes need at least {2 * world} rows in every batch (two per "
-                         f"process, for BatchNorm): batch size {batch_size} with {n} training "
-                         f"samples leaves a last batch of {last}; change optim.batch_size or the "
-                         f"number of processes")
-
-
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
     """The metrics rows up to ``upto_epoch``; a torn last line (a kill mid-append) is dropped."""
     if not path.exists():
@@ -341,20 +230,83 @@ def build_method(cfg: RunConfig, runtime: Runtime, device: torch.device) -> tupl
     return method.to(device), views
 
 
+@dataclass
+class _Session:
+    """Everything one training run works with, built once by :func:`_start`."""
+
+    cfg: RunConfig
+    out: Path
+    device: torch.device
+    ddp: DistContext
+    bf16: bool
+    channels_last: bool
+    method: Method
+    views: Any
+    optimizer: torch.optim.Optimizer
+    extras: dict[str, ExtraOptimizer]
+    train_loader: DeviceLoader
+    eval_loader: DeviceLoader
+    step_fn: Any
+    predict: Any
+    reporter: Reporter
+    live: bool
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer, *(e.optimizer for e in self.extras.values())]
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the first epoch to train, the best so far and the metrics history."""
+
+    start: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def train_run(cfg: RunConfig, runtime: Runtime | None = None,
               reporter: Reporter | None = None) -> RunResult:
     """Train one run to completion (or resume it); a finished run is returned from disk.
 
-    Under torchrun (``WORLD_SIZE > 1``) every rank calls this with the same arguments; see the
-    module docstring for how the work is shared.
+    Under torchrun (``WORLD_SIZE > 1``) every rank calls this with the same arguments; see
+    :mod:`undistill.distributed` for how the work is shared.
     """
     runtime = runtime or Runtime()
-    reporter = reporter or Reporter(enabled=runtime.progress)
     cfg = bind_data(cfg, runtime.data_root)  # the data's fingerprint is part of the run id
     out = run_dir(cfg, runtime.runs_dir)
     if (out / RESULT).exists():
         return RunResult(**{**read_result(out)["result"], "cached": True})
+    s = _start(cfg, runtime, reporter or Reporter(enabled=runtime.progress), out)
+    progress = _resume(s)
+    epochs, steps = cfg.optim.epochs, len(s.train_loader)
+    status = "complete"
+    if _reached_target(cfg, progress.history):  # killed between its last checkpoint and result
+        progress.start, status = epochs, "stopped_at_acc"
+    s.reporter.start_run(cfg.name or cfg.run_id, epochs * steps, progress.start * steps)
+    try:
+        for epoch in range(progress.start, epochs):
+            trained = _train_epoch(s, epoch, progress.start)
+            record = {**{k: v for k, v in trained.items() if k not in TIMING_KEYS},
+                      **_evaluate_epoch(s), **{k: trained[k] for k in TIMING_KEYS},
+                      "compute": ComputePath(s.bf16, s.channels_last).name}
+            improved = record["eval/acc"] > progress.best_acc
+            if improved:
+                progress.best_acc, progress.best_epoch = record["eval/acc"], epoch
+            progress.history.append(record)
+            _save_epoch(s, progress, record, improved)
+            s.reporter.epoch(record, epochs)
+            if _reached_target(cfg, progress.history):
+                status = "stopped_at_acc"
+                break
+    finally:
+        s.reporter.end_run()
+    return _finish(s, progress, status)
 
+
+def _start(cfg: RunConfig, runtime: Runtime, reporter: Reporter, out: Path) -> _Session:
+    """Device, process group, the run's config on disk, method, optimizers and loaders."""
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     ddp, device = distributed_context(select_device(runtime.device))
@@ -364,24 +316,21 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     if ddp.enabled:  # rank 0's path on every rank (a per-machine probe could differ between ranks)
         bf16, channels_last = (v > 0 for v in ddp.sum([bf16 and ddp.main, channels_last and ddp.main],
                                                        device))
-    fmt = torch.channels_last if channels_last else None
     if device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / CONFIG, {"run_id": cfg.run_id, "config": cfg.model_dump(mode="json")})
 
     method, views = build_method(cfg, runtime, device)
-    if fmt is not None:
-        method.to(memory_format=fmt)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
         if method.teacher is not None:
-            method.teacher.to(device, memory_format=fmt)
-    ds = views.dataset
+            method.teacher.to(device, memory_format=torch.channels_last)
     optimizer, extras = make_optimizers(cfg.optim, method)
-    optimizers = [optimizer, *(e.optimizer for e in extras.values())]
     if ddp.enabled:
-        _check_shardable(int(views.train_labels.numel()), cfg.optim.batch_size, ddp.world)
+        check_shardable(int(views.train_labels.numel()), cfg.optim.batch_size, ddp.world)
+    ds = views.dataset
     train_loader = DeviceLoader(
         views.train_images.to(device), views.train_labels.to(device),
         batch_size=cfg.optim.batch_size, mean=ds.mean, std=ds.std,
@@ -392,139 +341,133 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
         views.eval_images[lo:hi].to(device), views.eval_labels[lo:hi].to(device),
         batch_size=EVAL_BATCH, mean=ds.mean, std=ds.std, augment=None, shuffle=False,
         drop_last=False, seed=0, channels_last=channels_last)
+    step_fn, predict = step_function(method, ddp, device), method.predict
+    if runtime.compile:
+        step_fn, predict = torch.compile(step_fn), torch.compile(predict)
+    return _Session(cfg, out, device, ddp, bf16, channels_last, method, views, optimizer, extras, train_loader,
+                    eval_loader, step_fn, predict, reporter,
+                    live=reporter.enabled and bool(getattr(reporter, "live", True)))
 
-    start, best_acc, best_epoch, history = 0, -1.0, -1, []
+
+def _resume(s: _Session) -> _Progress:
+    """Load the last checkpoint if there is one (weights, every optimizer, best so far, metrics)."""
+    progress = _Progress()
+    cfg, out = s.cfg, s.out
     if (out / LAST).exists():
         tensors, meta = load_checkpoint(out / LAST, device="cpu")
         if meta.get("run_id") != cfg.run_id:
             raise CheckpointError(f"{out / LAST} belongs to run {meta.get('run_id')}, "
                                   f"not {cfg.run_id}")
-        method.load_state_dict(unprefixed(tensors, "method."))
-        on_device = {k: v.to(device) for k, v in tensors.items()}
-        optimizer_from_flat(optimizer, on_device, meta["optim"])
-        for name, extra in extras.items():
+        s.method.load_state_dict(unprefixed(tensors, "method."))
+        on_device = {k: v.to(s.device) for k, v in tensors.items()}
+        optimizer_from_flat(s.optimizer, on_device, meta["optim"])
+        for name, extra in s.extras.items():
             if name not in meta.get("optim_extra", {}):
                 raise CheckpointError(f"{out / LAST} has no state for the method's optimizer {name!r}")
             optimizer_from_flat(extra.optimizer, on_device, meta["optim_extra"][name], f"optim.{name}.")
-        start, best_acc, best_epoch = meta["epoch"] + 1, meta["best_acc"], meta["best_epoch"]
-        history = _read_metrics(out / METRICS, meta["epoch"])
-        reporter.message(f"resuming {cfg.run_id} after epoch {meta['epoch'] + 1}")
-    ddp.barrier(device)  # every rank has read the checkpoint and metrics before rank 0 rewrites them
-    if ddp.main:
-        (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+        progress = _Progress(meta["epoch"] + 1, meta["best_acc"], meta["best_epoch"],
+                             _read_metrics(out / METRICS, meta["epoch"]))
+        s.reporter.message(f"resuming {cfg.run_id} after epoch {meta['epoch'] + 1}")
+    s.ddp.barrier(s.device)  # every rank has read the checkpoint and metrics before rank 0 rewrites them
+    if s.ddp.main:
+        (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in progress.history))
+    return progress
 
-    step_fn: Any = method.forward_train
-    if ddp.enabled:
-        step_fn = nn.parallel.DistributedDataParallel(
-            _ForwardTrain(method), device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=not _uses_every_parameter(method))
-    predict = method.predict
-    if runtime.compile:
-        step_fn, predict = torch.compile(step_fn), torch.compile(predict)
-    live = reporter.enabled and bool(getattr(reporter, "live", True))
 
-    epochs, steps = cfg.optim.epochs, len(train_loader)
-    status = "complete"
-    if history and cfg.stop_at_acc is not None and history[-1]["eval/acc"] >= cfg.stop_at_acc:
-        start, status = epochs, "stopped_at_acc"  # killed between its last checkpoint and result
-    reporter.start_run(cfg.name or cfg.run_id, epochs * steps, start * steps)
-    try:
-        for epoch in range(start, epochs):
-            torch.manual_seed(epoch_seed(cfg.seed + 1, epoch))
-            method.train()
-            method.start_epoch(epoch)
-            t0 = time.perf_counter()
-            sums: dict[str, torch.Tensor] = {}
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            seen = 0
-            for step, (xb, yb) in enumerate(train_loader.epoch(epoch)):
-                lr = learning_rate(cfg.optim, epoch, step, steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                for extra in extras.values():
-                    extra.set_lr(lr / cfg.optim.lr)
-                x, y, scale = xb, yb, 1.0
-                if ddp.enabled:  # this rank's contiguous shard of the global batch
-                    b_lo, b_hi = ddp.shard(yb.shape[0])
-                    x, y = xb[b_lo:b_hi], yb[b_lo:b_hi]
-                    scale = (b_hi - b_lo) * ddp.world / yb.shape[0]
-                logits, losses, loss = train_step(step_fn, optimizers, x, y, device=device, bf16=bf16,
-                                                  labels=cfg.data.labels, loss_scale=scale)
-                n = y.numel()
-                seen += n
-                for k, v in (("loss", loss), *losses.items()):
-                    sums[k] = sums.get(k, 0) + v.detach().float() * n
-                correct += (logits.detach().argmax(1) == y).sum()
-                if (step + 1) % 20 == 0 or step + 1 == steps:
-                    # reading the loss waits for the device: only for a progress line someone sees
-                    info = f"loss {sums['loss'].item() / seen:.3f} lr {lr:.3g}" if live else ""
-                    reporter.step(min(20, step % 20 + 1), info)
-            if ddp.enabled:
-                keys = list(sums)
-                *totals, n_correct, seen_all = ddp.sum([*(sums[k] for k in keys), correct, seen], device)
-                means = {k: v / seen_all for k, v in zip(keys, totals, strict=True)}
-                train_acc = 100.0 * n_correct / seen_all
-            else:
-                means = {k: v.item() / seen for k, v in sums.items()}
-                train_acc = 100.0 * correct.item() / seen
-                seen_all = seen
-            if not all(math.isfinite(v) for v in means.values()):
-                bad = ", ".join(f"{k}={v}" for k, v in means.items())
-                kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {out}" if epoch
-                        else "no checkpoint was written")
-                raise TrainingDiverged(
-                    f"run {cfg.run_id}: non-finite loss in epoch {epoch + 1} ({bad}); training "
-                    f"stopped, {kept}. Lower the learning rate or the method's weights "
-                    f"(for a nasty teacher: omega).")
-            train_time = time.perf_counter() - t0
-            method.eval()
-            if ddp.enabled:
-                for buf in method.buffers():  # BatchNorm running stats: rank 0's, on every rank
-                    dist.broadcast(buf, 0)
-                c, ls, tot = _eval_sums(predict, eval_loader, device, bf16)
-                c_all, ls_all, tot_all = ddp.sum([c, ls, tot], device)
-                acc, eval_loss = 100.0 * c_all / max(tot_all, 1), ls_all / max(tot_all, 1)
-            else:
-                acc, eval_loss = evaluate(predict, eval_loader, device, bf16)
-            record = {"epoch": epoch, "lr": lr, **{f"train/{k}": v for k, v in means.items()},
-                      "train/acc": train_acc, "eval/acc": acc,
-                      "eval/loss": eval_loss, "eval/split": views.eval_split,
-                      "time_s": train_time, "images_per_s": seen_all / max(train_time, 1e-9),
-                      "compute": ComputePath(bf16, channels_last).name}
-            history.append(record)
-            improved = acc > best_acc
-            if improved:
-                best_acc, best_epoch = acc, epoch
-            if ddp.main:  # one writer; the other ranks hold the same weights
-                state = prefixed(method.state_dict(), "method.")
-                if improved:
-                    save_checkpoint(out / BEST, state, {"run_id": cfg.run_id, "epoch": epoch,
-                                                        "metrics": record})
-                with open(out / METRICS, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                opt_tensors, opt_rest = optimizer_to_flat(optimizer)
-                last_meta = {"run_id": cfg.run_id, "epoch": epoch, "best_acc": best_acc,
-                             "best_epoch": best_epoch, "optim": opt_rest, "metrics": record}
-                if extras:
-                    last_meta["optim_extra"] = {}
-                    for name, extra in extras.items():
-                        t, rest = optimizer_to_flat(extra.optimizer, f"optim.{name}.")
-                        opt_tensors.update(t)
-                        last_meta["optim_extra"][name] = rest
-                save_checkpoint(out / LAST, {**state, **opt_tensors}, last_meta)
-            reporter.epoch(record, epochs)
-            if cfg.stop_at_acc is not None and acc >= cfg.stop_at_acc:
-                status = "stopped_at_acc"
-                break
-    finally:
-        reporter.end_run()
+def _reached_target(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
+    """Nasty-ES: whether the last epoch's evaluation accuracy reached ``stop_at_acc``."""
+    return bool(history) and cfg.stop_at_acc is not None and history[-1]["eval/acc"] >= cfg.stop_at_acc
 
+
+def _train_epoch(s: _Session, epoch: int, start: int) -> dict[str, Any]:
+    """One epoch of steps; the epoch's mean of every loss term, training accuracy and speed."""
+    cfg, steps = s.cfg, len(s.train_loader)
+    torch.manual_seed(epoch_seed(cfg.seed + 1, epoch))
+    s.method.train()
+    s.method.start_epoch(epoch)
+    t0 = time.perf_counter()
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), dtype=torch.long, device=s.device)
+    seen, lr = 0, cfg.optim.lr
+    for step, (xb, yb) in enumerate(s.train_loader.epoch(epoch)):
+        lr = learning_rate(cfg.optim, epoch, step, steps)
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr
+        for extra in s.extras.values():
+            extra.set_lr(lr / cfg.optim.lr)
+        x, y, scale = s.ddp.shard_batch(xb, yb)
+        logits, losses, loss = train_step(s.step_fn, s.optimizers, x, y, device=s.device,
+                                          bf16=s.bf16, labels=cfg.data.labels, loss_scale=scale)
+        n = y.numel()
+        seen += n
+        for k, v in (("loss", loss), *losses.items()):
+            sums[k] = sums.get(k, 0) + v.detach().float() * n
+        correct += (logits.detach().argmax(1) == y).sum()
+        if (step + 1) % 20 == 0 or step + 1 == steps:
+            # reading the loss waits for the device: only for a progress line someone sees
+            info = f"loss {sums['loss'].item() / seen:.3f} lr {lr:.3g}" if s.live else ""
+            s.reporter.step(min(20, step % 20 + 1), info)
+    keys = list(sums)
+    *totals, n_correct, seen_all = s.ddp.sum([*(sums[k] for k in keys), correct, seen], s.device)
+    means = {k: v / seen_all for k, v in zip(keys, totals, strict=True)}
+    if not all(math.isfinite(v) for v in means.values()):
+        bad = ", ".join(f"{k}={v}" for k, v in means.items())
+        kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {s.out}" if epoch
+                else "no checkpoint was written")
+        raise TrainingDiverged(
+            f"run {cfg.run_id}: non-finite loss in epoch {epoch + 1} ({bad}); training "
+            f"stopped, {kept}. Lower the learning rate or the method's weights "
+            f"(for a nasty teacher: omega).")
+    train_time = time.perf_counter() - t0
+    return {"epoch": epoch, "lr": lr, **{f"train/{k}": v for k, v in means.items()},
+            "train/acc": 100.0 * n_correct / seen_all, "time_s": train_time,
+            "images_per_s": seen_all / max(train_time, 1e-9)}
+
+
+def _evaluate_epoch(s: _Session) -> dict[str, Any]:
+    """Accuracy and loss on the evaluation split (each rank's shard, summed)."""
+    s.method.eval()
+    s.ddp.broadcast_buffers(s.method)  # BatchNorm running stats: rank 0's, on every rank
+    c, ls, tot = _eval_sums(s.predict, s.eval_loader, s.device, s.bf16)
+    c_all, ls_all, tot_all = s.ddp.sum([c, ls, tot], s.device)
+    return {"eval/acc": 100.0 * c_all / max(tot_all, 1), "eval/loss": ls_all / max(tot_all, 1),
+            "eval/split": s.views.eval_split}
+
+
+def _save_epoch(s: _Session, progress: _Progress, record: dict[str, Any], improved: bool) -> None:
+    """Rank 0 writes the metrics line, the best checkpoint (if improved) and the last one (with
+    every optimizer's state, for an exact resume)."""
+    if not s.ddp.main:  # one writer; the other ranks hold the same weights
+        return
+    cfg, out = s.cfg, s.out
+    state = prefixed(s.method.state_dict(), "method.")
+    if improved:
+        save_checkpoint(out / BEST, state, {"run_id": cfg.run_id, "epoch": record["epoch"],
+                                            "metrics": record})
+    with open(out / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    opt_tensors, opt_rest = optimizer_to_flat(s.optimizer)
+    last_meta = {"run_id": cfg.run_id, "epoch": record["epoch"], "best_acc": progress.best_acc,
+                 "best_epoch": progress.best_epoch, "optim": opt_rest, "metrics": record}
+    if s.extras:
+        last_meta["optim_extra"] = {}
+        for name, extra in s.extras.items():
+            t, rest = optimizer_to_flat(extra.optimizer, f"optim.{name}.")
+            opt_tensors.update(t)
+            last_meta["optim_extra"][name] = rest
+    save_checkpoint(out / LAST, {**state, **opt_tensors}, last_meta)
+
+
+def _finish(s: _Session, progress: _Progress, status: str) -> RunResult:
+    """The run's result, written by rank 0; every rank waits until it exists."""
+    history = progress.history
     result = RunResult(
-        run_id=cfg.run_id, run_dir=str(out), best_acc=best_acc, best_epoch=best_epoch,
-        last_acc=history[-1]["eval/acc"], epochs_run=len(history), status=status,
-        eval_split=views.eval_split, wall_time_s=sum(r["time_s"] for r in history),
+        run_id=s.cfg.run_id, run_dir=str(s.out), best_acc=progress.best_acc,
+        best_epoch=progress.best_epoch, last_acc=history[-1]["eval/acc"], epochs_run=len(history),
+        status=status, eval_split=s.views.eval_split, wall_time_s=sum(r["time_s"] for r in history),
         compute=",".join(dict.fromkeys(str(r.get("compute", "unrecorded")) for r in history)))
-    if ddp.main:
-        atomic_write_json(out / RESULT, {"result": asdict(result), "config": cfg.model_dump(mode="json")})
-    ddp.barrier(device)  # the result exists for every rank before any goes on (e.g. to a student)
+    if s.ddp.main:
+        atomic_write_json(s.out / RESULT, {"result": asdict(result),
+                                           "config": s.cfg.model_dump(mode="json")})
+    s.ddp.barrier(s.device)  # the result exists for every rank before any goes on (e.g. to a student)
     return result
