@@ -196,7 +196,7 @@ def test_data_free_ablation_plans_dafl_students(tmp_path: Path) -> None:
 
 
 def test_several_seeds_show_mean_and_confidence_interval(tiny) -> None:
-    from undistill.suites.report import fmt, table1
+    from undistill.suites.tables import fmt, table1
 
     assert fmt([80.0]) == "80.00 (n=1)" and fmt([80.0], 86.31) == "80.00 (n=1) (86.31)"
     # t(0.975, 1) * 1.414 / sqrt(2) = 12.706

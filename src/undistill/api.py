@@ -19,7 +19,7 @@ from undistill.checkpoint import CheckpointError
 from undistill.config import ConfigError, RunConfig, Runtime, load_config
 from undistill.data import DatasetError
 from undistill.engine import RunResult, TrainingDiverged
-from undistill.report import ReportError
+from undistill.figures import ReportError
 from undistill.search import SearchError
 from undistill.suites import DryRun, Plan, SuiteSpec
 
@@ -263,7 +263,7 @@ def analyze(runs: Sequence[Path], reference: Path, *, out_dir: Path = Path("anal
     """KL to the normal teacher, output statistics and Fig. 1, 2 and 5 for trained runs;
     writes analysis.json and the PNGs to ``out_dir`` and returns the JSON document."""
     from undistill.engine import select_device
-    from undistill.report import write_analysis
+    from undistill.figures import write_analysis
 
     _check_samples(samples, examples)
     return write_analysis(list(runs), reference, out_dir, runs_dir, data_root,

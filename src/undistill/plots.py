@@ -1,8 +1,8 @@
 """The paper's figures as PNG files: each function takes data and a path and returns the path.
 
-Nothing here trains or loads a model (see :mod:`undistill.analysis` for the data and
-:mod:`undistill.report` for the commands that put both together). Figures are drawn with
-matplotlib's object-oriented API on the Agg canvas, so importing this module never changes the
+Nothing here trains or loads a model (see :mod:`undistill.analysis` for the data, and
+:mod:`undistill.figures` and :mod:`undistill.report` for what puts both together). Figures are
+drawn with matplotlib's object-oriented API on the Agg canvas, so importing this module never changes the
 process-wide backend and no display is needed.
 
 - :func:`softmax_bars` -- Fig. 1: softmax outputs of the same inputs under several models.

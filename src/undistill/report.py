@@ -1,187 +1,28 @@
-"""Putting analysis and figures together: ``undistill analyze`` and ``undistill report``.
-
-:func:`write_analysis` measures a few trained runs against a normal teacher (KL, output
-statistics) and draws Fig. 1, 2 and 5 for them. :func:`write_report` turns a finished suite's
-``results.json`` into one Markdown report (optionally a self-contained HTML file): every table of
-:func:`undistill.suites.report.render_tables`, Fig. 1, 2 and 5 from the suite's own teachers, and a
-line plot for each ablation listed under the key ``ablations``.
+"""``undistill report``: a finished suite's ``results.json`` as one Markdown report (optionally a
+self-contained HTML page): every table of :func:`undistill.suites.tables.render_tables`, Fig. 1, 2
+and 5 from the suite's own teachers (:mod:`undistill.figures`), and a line plot for each
+ablation listed under the key ``ablations``. Numbers measured at reproduce time (accuracies, the
+KL of Table 3) are read back from ``results.json``, not measured again.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from undistill import plots
-from undistill.analysis import (
-    EvalData,
-    eval_data,
-    example_indices,
-    features,
-    fixed_subset,
-    kl_to_reference,
-    load_run,
-    output_stats,
-    predict_logits,
-    tsne,
-    tsne_perplexity,
-)
+from undistill.analysis import eval_data
 from undistill.checkpoint import atomic_write_bytes, atomic_write_json
+from undistill.figures import FIG2_ALPHA, FIG2_HIGH, FIG2_LOW, ModelSet, ReportError, compare
+from undistill.html import markdown_to_html
 from undistill.labels import arch_title, x_value_text
-from undistill.losses import ensemble_logits
 
-#: Temperatures of Fig. 2 when the suite does not say (the paper's tau_low and tau_high).
-FIG2_LOW, FIG2_HIGH, FIG2_ALPHA = 4.0, 50.0, 0.9
+__all__ = ["ReportError", "suite_from_results", "write_report"]
 
-
-class ReportError(ValueError):
-    """A results directory or run that cannot be reported on; the message says what is missing."""
-
-
-@dataclass
-class ModelSet:
-    """Models to compare with a reference (the normal teacher), on one dataset.
-
-    ``models``: (name, model) in the order of Fig. 1's columns; ``ensemble``: a column name for
-    the logit average of all of them (SCM's z_ens), or None.
-    """
-
-    models: list[tuple[str, nn.Module]]
-    reference: tuple[str, nn.Module]
-    ensemble: str | None = None
-    fig2_model: str | None = None  # whose logits Fig. 2 shows (default: the first model)
-    htc: tuple[float, float, float] = (FIG2_LOW, FIG2_HIGH, FIG2_ALPHA)  # tau_low, tau_high, alpha
-    kl_tau: float | None = None  # a second temperature for the KL (the nasty teacher's tau_A)
-
-
-def _unique(names: list[str]) -> list[str]:
-    out, seen = [], {}
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
-    return out
-
-
-def compare(ms: ModelSet, data: EvalData, out_dir: Path, prefix: str = "", *, samples: int = 1000,
-            examples: int = 4, seed: int = 0, device: str | torch.device = "cpu",
-            fig1: bool = True, fig2: bool = True, fig5: bool = True) -> dict[str, Any]:
-    """Statistics and figures of a model set on a fixed subset of the evaluation split.
-
-    Returns {"subset": n, "stats": [row per model], "examples": [indices into the subset],
-    "figures": {name: file name}}; figures are written to ``out_dir`` as ``{prefix}fig*.png``.
-    """
-    out_dir = Path(out_dir)
-    idx = fixed_subset(data.labels.numel(), samples, seed)
-    x, y = data.images[idx], data.labels[idx]
-
-    def logits(m: nn.Module) -> torch.Tensor:
-        return predict_logits(m, x, data.mean, data.std, device=device)
-
-    zs: dict[str, torch.Tensor] = {name: logits(m) for name, m in ms.models}
-    if ms.ensemble and len(ms.models) > 1:
-        zs[ms.ensemble] = ensemble_logits([zs[n] for n, _ in ms.models])
-    ref_name, ref_model = ms.reference
-    z_ref = logits(ref_model)
-    zs[ref_name] = z_ref
-    rows = []
-    for name, z in zs.items():
-        row: dict[str, Any] = {"model": name, **output_stats(z, y),
-                               "kl_t1": kl_to_reference(z, z_ref, 1.0)}
-        if ms.kl_tau is not None:
-            row["kl_tau"] = kl_to_reference(z, z_ref, ms.kl_tau)
-            row["tau"] = ms.kl_tau
-        rows.append(row)
-    ex = example_indices(y, examples, seed, correct=z_ref.argmax(1) == y)
-    figs: dict[str, str] = {}
-    classes = data.classes
-    if fig1:
-        probs = {name: torch.softmax(z[ex].double(), 1) for name, z in zs.items()}
-        p = plots.softmax_bars(probs, y[ex], out_dir / f"{prefix}fig1-softmax.png", classes,
-                               images=x[ex], title="Softmax outputs on the same inputs "
-                               "(maroon: true class)")
-        figs["fig1"] = p.name
-    if fig2:
-        name = ms.fig2_model or ms.models[0][0]
-        low, high, alpha = ms.htc
-        p = plots.temperature_panels(zs[name][ex[0]], int(y[ex[0]]),
-                                     out_dir / f"{prefix}fig2-temperature.png", low, high, alpha,
-                                     classes, title=f"{name}: one input at tau = {low:g} and "
-                                     f"{high:g}, and y_net (Eq. 7)")
-        figs["fig2"] = p.name
-    tsne_info = None
-    if fig5:
-        embs = {}
-        for name, m in [ms.reference, *ms.models]:
-            embs[name] = tsne(features(m, x, data.mean, data.std, device=device), seed=seed)
-        p = plots.tsne_panels(embs, y, out_dir / f"{prefix}fig5-tsne.png", classes,
-                              title=f"t-SNE of penultimate features ({len(y)} {data.split} "
-                              "images)")
-        figs["fig5"] = p.name
-        tsne_info = {"points": len(y), "perplexity": tsne_perplexity(len(y)), "seed": seed,
-                     "init": "pca"}
-    return {"split": data.split, "subset": int(idx.numel()), "subset_seed": seed,
-            "stats": rows, "examples": ex.tolist(), "figures": figs, "tsne": tsne_info}
-
-
-# --------------------------------------------------------------------------------------------
-# undistill analyze
-# --------------------------------------------------------------------------------------------
-
-def write_analysis(run_dirs: list[Path], reference: Path, out_dir: Path,
-                   runs_dir: Path | None = None, data_root: Path | None = None,
-                   device: str | torch.device = "cpu", samples: int = 1000, examples: int = 4,
-                   seed: int = 0, ensemble: bool = True, fig5: bool = True) -> dict[str, Any]:
-    """KL to ``reference``, output statistics, Fig. 1/2/5 for trained runs -> ``out_dir``.
-
-    Writes ``analysis.json`` (everything measured) and the PNG figures; returns the JSON doc.
-    KL and statistics on the whole evaluation split are in ``kl``; the figures use a fixed
-    subset of ``samples`` evaluation images (``stats`` holds the same numbers on it).
-    """
-    if not run_dirs:
-        raise ReportError("give at least one run directory")
-    ref = load_run(reference, runs_dir, data_root, device)
-    runs = [load_run(r, runs_dir, data_root, device) for r in run_dirs]
-    for r in runs:
-        if r.cfg.data.name != ref.cfg.data.name:
-            raise ReportError(f"{r.path} is a {r.cfg.data.name} run but the reference "
-                              f"{reference} is a {ref.cfg.data.name} run")
-    data = eval_data(ref.cfg.data, data_root)
-    names = _unique([r.label for r in runs])
-    nasty = next((r for r in runs if r.cfg.method.name == "nasty"), None)
-    tau = float(nasty.cfg.method.params["temperature"]) if nasty else None
-    ms = ModelSet(models=[(n, r.model) for n, r in zip(names, runs, strict=True)],
-                  reference=(f"reference: {ref.label}", ref.model),
-                  ensemble=f"ensemble (k={len(runs)})" if ensemble and len(runs) > 1 else None,
-                  kl_tau=tau)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # the whole evaluation split for KL (Table 3's measure), the subset for the figures
-    full = compare(ms, data, out_dir, samples=data.labels.numel(), seed=seed, device=device,
-                   fig1=False, fig2=False, fig5=False)
-    part = compare(ms, data, out_dir, samples=samples, examples=examples, seed=seed,
-                   device=device, fig5=fig5)
-    doc = {
-        "reference": {"path": str(reference), "run_id": ref.cfg.run_id, "name": ref.label},
-        "runs": [{"path": str(r.path), "run_id": r.cfg.run_id, "name": n,
-                  "method": r.cfg.method.name} for n, r in zip(names, runs, strict=True)],
-        "dataset": ref.cfg.data.name, "split": data.split, "kl": full["stats"], **{
-            k: part[k] for k in ("subset", "subset_seed", "stats", "examples", "figures",
-                                 "tsne")},
-    }
-    atomic_write_json(out_dir / "analysis.json", doc)
-    return doc
-
-
-# --------------------------------------------------------------------------------------------
-# undistill report
-# --------------------------------------------------------------------------------------------
 
 def suite_from_results(doc: dict[str, Any], suite: str | Path | None = None) -> Any:
     """The SuiteSpec that ``render_tables`` needs: ``suite`` if given (name or YAML path), the
@@ -249,6 +90,22 @@ def _htc_setting(doc: dict[str, Any], arch: str, runs_dir: Path) -> tuple[float,
     return FIG2_LOW, FIG2_HIGH, FIG2_ALPHA
 
 
+def _add_kl_from_results(rows: list[dict[str, Any]], doc: dict[str, Any], arch: str,
+                         ms: ModelSet) -> None:
+    """Each figure model's KL to the normal teacher, read from results.json's ``kl`` records
+    (Table 3, measured once by the suite runner); the normal teacher's own is 0."""
+    kl = {r["model"]: r for r in doc.get("kl", []) if r.get("teacher_arch") == arch}
+    ens = next((r for name, r in kl.items() if name.startswith("scm-ensemble")), None)
+    for row in rows:
+        name = row["model"]
+        if name == ms.reference[0]:
+            row.update({"kl_t1": 0.0, "kl_tau": 0.0})
+            continue
+        rec = ens if name == ms.ensemble else kl.get("nasty" if name == "nasty teacher" else name)
+        if rec is not None:
+            row.update({"kl_t1": rec["kl_t1"], "kl_tau": rec.get("kl_tau"), "tau": rec.get("tau")})
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -262,7 +119,7 @@ def stats_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         line = (f"| {r['model']} | {_fmt(r.get('accuracy'))} | {_fmt(r['peaks'])} | "
                 f"{_fmt(r.get('incorrect_peaks'))} | {_fmt(r['entropy'], 3)} | "
-                f"{_fmt(r.get('target_prob'), 3)} | {_fmt(r['kl_t1'], 4)} |")
+                f"{_fmt(r.get('target_prob'), 3)} | {_fmt(r.get('kl_t1'), 4)} |")
         if has_tau:
             line += f" {_fmt(r.get('kl_tau'), 4)} |"
         lines.append(line)
@@ -336,7 +193,8 @@ def figure_section(doc: dict[str, Any], out_dir: Path, runs_dir: Path,
                       fig2_model="nasty teacher", htc=_htc_setting(doc, arch, runs_dir),
                       kl_tau=float(cfgs["nasty"].method.params["temperature"]))
         res = compare(ms, data, out_dir, prefix=f"{_slug(arch)}-", samples=samples,
-                      examples=examples, seed=seed, device=device)
+                      examples=examples, seed=seed, device=device, kl=False)
+        _add_kl_from_results(res["stats"], doc, arch, ms)
         measured[arch] = res
         f = res["figures"]
         low, high, alpha = ms.htc
@@ -360,7 +218,8 @@ def figure_section(doc: dict[str, Any], out_dir: Path, runs_dir: Path,
             f"{res['tsne']['perplexity']:g}, seed {seed}; one embedding per model.", "",
             "#### Output statistics", "",
             "Means over the same subset: peaks are classes with probability > 0.1 at T = 1 "
-            "(incorrect peaks leave out the true class); KL(model || normal teacher).", "",
+            "(incorrect peaks leave out the true class). KL(model || normal teacher) over the "
+            "whole evaluation split, as measured for Table 3 (from results.json).", "",
             *stats_table(res["stats"]), "",
         ]
     if not measured and len(lines) == 2:
@@ -373,7 +232,7 @@ def write_report(results_dir: Path, runs_dir: Path = Path("runs"), data_root: Pa
                  device: str | torch.device = "cpu", samples: int = 1000, examples: int = 4,
                  seed: int = 0, figures: bool = True) -> Path:
     """Write ``report.md`` (and ``report.html`` with ``html``) into ``results_dir``."""
-    from undistill.suites.report import render_tables
+    from undistill.suites.tables import render_tables
 
     results_dir, runs_dir = Path(results_dir), Path(runs_dir)
     f = results_dir / "results.json"
@@ -411,28 +270,3 @@ def write_report(results_dir: Path, runs_dir: Path = Path("runs"), data_root: Pa
     return out
 
 
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-        "line-height:1.4}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid "
-        "#bbb;padding:3px 8px;text-align:left}th{background:#eee}img{max-width:100%}")
-
-
-def markdown_to_html(text: str, base_dir: Path, title: str = "report") -> str:
-    """Render Markdown (CommonMark + tables) to one HTML page, PNGs inlined as base64."""
-    import html as html_mod
-
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark").enable("table").render(text)
-
-    def inline(m: re.Match[str]) -> str:
-        src = html_mod.unescape(m.group(1))
-        p = Path(base_dir) / src
-        if "/" in src or not src.endswith(".png") or not p.is_file():
-            return m.group(0)
-        data = base64.b64encode(p.read_bytes()).decode()
-        return f'src="data:image/png;base64,{data}"'
-
-    body = re.sub(r'src="([^"]+)"', inline, body)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
-            f"{html_mod.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}"
-            "</body></html>\n")

@@ -33,8 +33,8 @@ from undistill.suites.plan import (
     scale_of,
     search_student,
 )
-from undistill.suites.report import render_tables
 from undistill.suites.spec import SuiteSpec
+from undistill.suites.tables import render_tables
 
 RECORD_FIELDS = ["table", "dataset", "teacher_arch", "teacher_kind", "teacher_acc", "student_arch",
                  "column", "method", "test_acc", "eval_split", "best_acc", "last_acc", "seed", "run_id",

@@ -31,6 +31,17 @@ def _known_column(v: str) -> str:
 Column = Annotated[str, AfterValidator(_known_column)]
 
 
+def _searchable(v: str) -> str:
+    known = method_names(lambda cls: bool(cls.search_space))
+    if v not in known:
+        raise ValueError(f"method {v!r} has no search space; searchable: {', '.join(known)}")
+    return v
+
+
+#: A method with a search space (``Method.search_space``: HTC, SCM and their Skeptical forms).
+SearchMethod = Annotated[str, AfterValidator(_searchable)]
+
+
 def param_groups() -> list[str]:
     """Method-parameter groups a suite may set: every stealing method with parameters ("kd"
     covers both KD columns)."""
@@ -110,7 +121,7 @@ class SearchSpec(_Strict):
     set): for each teacher, student and method, a grid search (``undistill.search``) whose trials
     are the seed-0 student runs themselves, so the chosen trial is reused as that cell."""
 
-    methods: list[Literal["htc", "scm", "skeptical+htc", "skeptical+scm"]] = Field(min_length=1)
+    methods: list[SearchMethod] = Field(min_length=1)
     grid: dict[str, list[float]] = Field(min_length=1, description="method parameter -> values")
     trials: int | None = Field(None, ge=1, description="trials per search (a seeded random part "
                                "of the grid); default: the whole grid")
