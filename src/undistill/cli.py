@@ -33,6 +33,10 @@ ExecutorName = Annotated[str, typer.Option("--executor", help="local (this proce
                                            "tasks; needs undistill[ray]; docs/suites.md)")]
 Address = Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default with "
                                              "--executor ray: start Ray on this machine)")]
+Samples = Annotated[int, typer.Option(help="evaluation images for the figures' statistics and "
+                                      "t-SNE")]
+Examples = Annotated[int, typer.Option(help="inputs shown in Fig. 1")]
+FigureSeed = Annotated[int, typer.Option(help="seed of the image subset and of t-SNE")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s",
                                                 help="override a config field: path.to.field=value")]
 
@@ -394,9 +398,9 @@ def report(
     html: Annotated[bool, typer.Option("--html", help="also write report.html with the figures "
                                        "inlined")] = False,
     figures: Annotated[bool, typer.Option(help="--no-figures: tables and ablations only")] = True,
-    samples: Annotated[int, typer.Option(help="evaluation images for statistics and t-SNE")] = 1000,
-    examples: Annotated[int, typer.Option(help="inputs shown in Fig. 1")] = 4,
-    seed: Annotated[int, typer.Option(help="seed of the image subset and of t-SNE")] = 0,
+    samples: Samples = 1000,
+    examples: Examples = 4,
+    seed: FigureSeed = 0,
     data_root: DataRoot = None,
     device: Device = "auto",
 ) -> None:
@@ -423,9 +427,9 @@ def analyze(
     ensemble: Annotated[bool, typer.Option(help="also analyse the logit ensemble of the runs "
                                            "(SCM's teacher)")] = True,
     tsne: Annotated[bool, typer.Option(help="--no-tsne: skip Fig. 5")] = True,
-    samples: Annotated[int, typer.Option(help="evaluation images for the figures")] = 1000,
-    examples: Annotated[int, typer.Option(help="inputs shown in Fig. 1")] = 4,
-    seed: Annotated[int, typer.Option(help="seed of the image subset and of t-SNE")] = 0,
+    samples: Samples = 1000,
+    examples: Examples = 4,
+    seed: FigureSeed = 0,
     data_root: DataRoot = None,
     device: Device = "auto",
 ) -> None:

@@ -74,10 +74,9 @@ class DAFLKDParams(DAFLParams):
                                "T^2 * KL(softmax(z_t/T) || softmax(z_s/T))")
 
 
-class DAFLHTCParams(DAFLParams):
-    alpha: float = Field(htc.ALPHA, ge=0.0, le=1.0, description="without labels, a plain factor")
-    temperature: float = Field(htc.TEMPERATURE, gt=0.0, description="tau")
-    multiplier: float = Field(htc.MULTIPLIER, ge=0.0, description="m")
+class DAFLHTCParams(htc.HTCParams, DAFLParams):
+    """HTC's (alpha, tau, m) and defaults, with the generator's; without labels HTC's alpha is a
+    plain factor."""
 
 
 class DAFL(Method):

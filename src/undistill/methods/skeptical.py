@@ -124,17 +124,12 @@ class SkepticalParams(Params):
                                "the final head (off in the authors' code)")
 
 
-class SkepticalHTCParams(SkepticalParams):
-    alpha: float = Field(htc.ALPHA, ge=0.0, le=1.0, description="alpha of HTC on the loc head")
-    temperature: float = Field(htc.TEMPERATURE, gt=0.0, description="tau of HTC (Eq. 6-9)")
-    multiplier: float = Field(htc.MULTIPLIER, ge=0.0, description="m of HTC")
+class SkepticalHTCParams(htc.HTCParams, SkepticalParams):
+    """HTC's (alpha, tau, m) and defaults on the loc head, with the Skeptical student's own."""
 
 
-class SkepticalSCMParams(SkepticalParams):
-    alpha: float = Field(scm.ALPHA, ge=0.0, le=1.0, description="alpha of SCM on the loc head")
-    temperature: float = Field(scm.TEMPERATURE, gt=0.0, description="tau of SCM (Eq. 11)")
-    multiplier: float = Field(scm.MULTIPLIER, ge=0.0, description="m of SCM (m = tau^2 is KD's "
-                              "scale)")
+class SkepticalSCMParams(scm.SCMParams, SkepticalParams):
+    """SCM's (alpha, tau, m) and defaults on the loc head, with the Skeptical student's own."""
 
 
 class SkepticalBase(Method):
