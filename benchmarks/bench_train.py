@@ -44,13 +44,14 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from undistill.config import OptimConfig, Runtime
+from undistill.config import Runtime
 from undistill.data import DeviceLoader
 from undistill.data.base import AugmentSpec
-from undistill.engine import learning_rate, runtime_formats, select_device, train_step
+from undistill.engine import runtime_formats, select_device, train_step
 from undistill.losses import cross_entropy, kd_loss, nasty_loss, scm_loss
 from undistill.methods import METHODS, Method, Teacher
 from undistill.models import build_model
+from undistill.optim import OptimConfig, learning_rate
 from undistill.precision import ComputePath
 from undistill.precision import cache_file as cpu_cache_file
 

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from undistill.checkpoint import CheckpointError
 from undistill.config import ConfigError, RunConfig, Runtime, load_config
 from undistill.data import DatasetError
 from undistill.engine import RunResult, TrainingDiverged
-from undistill.figures import ReportError
-from undistill.search import SearchError
-from undistill.suites import DryRun, Plan, SuiteSpec
 
-#: The errors a caller made (bad config, missing data or run, diverged training, ...), as
+if TYPE_CHECKING:
+    from undistill.suites import DryRun, Plan, SuiteSpec
+
+#: The errors a caller made (bad config, missing data or run, diverged training, a search or a
+#: report that cannot run as asked: ``SearchError`` and ``ReportError`` are ``ValueError``s), as
 #: opposed to bugs; each message names what to change.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, CheckpointError,
-                                             TrainingDiverged, SearchError, ReportError, ValueError)
+                                             TrainingDiverged, ValueError)
 
 TeacherRef = Path | str | RunConfig
 
@@ -201,7 +202,7 @@ def defend(nasty_run: TeacherRef, *, release: int = 2, compare_es: bool = True,
 
 def plan(suite: str | Path | SuiteSpec, scale: str | None = None) -> Plan:
     """The runs and table cells of a suite (built-in name, YAML path or spec) at a scale."""
-    from undistill.suites import build_plan, load_suite
+    from undistill.suites import SuiteSpec, build_plan, load_suite
 
     spec = suite if isinstance(suite, SuiteSpec) else load_suite(suite)
     return build_plan(spec, scale)
@@ -215,6 +216,7 @@ def results_dir(p: Plan) -> Path:
 def dry_run(suite: str | Path | SuiteSpec | Plan, scale: str | None = None,
             runtime: Runtime | None = None) -> DryRun:
     """What a suite would train (done / to do) and a rough time estimate; trains nothing."""
+    from undistill.suites import Plan
     from undistill.suites import dry_run as plan_dry_run
 
     p = suite if isinstance(suite, Plan) else plan(suite, scale)
@@ -225,6 +227,7 @@ def reproduce(suite: str | Path | SuiteSpec | Plan, scale: str | None = None, *,
               out_dir: Path | None = None, runtime: Runtime | None = None) -> dict[str, Any]:
     """Run (or finish) a suite; writes results.json, results.csv and tables.md to ``out_dir``
     (default :func:`results_dir`) and returns the results document."""
+    from undistill.suites import Plan
     from undistill.suites import reproduce as run_suite
 
     p = suite if isinstance(suite, Plan) else plan(suite, scale)
@@ -240,7 +243,7 @@ def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "
     """Search a method's parameters on a validation split carved from the training set (never
     the test set); writes ``search.json`` to ``out_dir`` (default results/search-METHOD-ARCH)."""
     from undistill.presets import optim_preset
-    from undistill.search import run_search
+    from undistill.search import SearchError, run_search
 
     if not teachers:
         raise SearchError("give at least one teacher run")
