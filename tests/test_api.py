@@ -19,7 +19,7 @@ def test_configs_and_plans_without_training(tmp_path: Path) -> None:
     assert student.teachers == [teacher] and student.data.fraction == 0.5
     assert api.student_config([teacher], method="vanilla").teachers == []  # needs no teacher
     p = api.plan("demo")
-    assert api.results_dir(p) == Path("results") / "demo-cpu"
+    assert api.results_dir("demo", p.scale) == Path("results") / f"demo-{p.scale}"
     dry = api.dry_run(p, runtime=Runtime(runs_dir=tmp_path, device="cpu"))
     assert dry.runs == len(p.runs()) and dry.done == 0
 

@@ -200,17 +200,25 @@ def defend(nasty_run: TeacherRef, *, release: int = 2, compare_es: bool = True,
 # suites, search, analysis, reports
 # --------------------------------------------------------------------------------------------
 
+def load_suite(suite: str | Path | SuiteSpec) -> SuiteSpec:
+    """A suite's validated spec: a built-in name or a YAML path (a spec is returned as is)."""
+    from undistill.suites import SuiteSpec
+    from undistill.suites import load_suite as load
+
+    return suite if isinstance(suite, SuiteSpec) else load(suite)
+
+
 def plan(suite: str | Path | SuiteSpec, scale: str | None = None) -> Plan:
-    """The runs and table cells of a suite (built-in name, YAML path or spec) at a scale."""
-    from undistill.suites import SuiteSpec, build_plan, load_suite
+    """The runs and table cells of a suite (built-in name, YAML path or spec) at a scale (a
+    scale may name another suite: the plan is then that suite's)."""
+    from undistill.suites import build_plan
 
-    spec = suite if isinstance(suite, SuiteSpec) else load_suite(suite)
-    return build_plan(spec, scale)
+    return build_plan(load_suite(suite), scale)
 
 
-def results_dir(p: Plan) -> Path:
+def results_dir(suite_name: str, scale: str) -> Path:
     """Where a suite's results go by default: ``results/SUITE-SCALE``."""
-    return Path("results") / f"{p.suite.name}-{p.scale}"
+    return Path("results") / f"{suite_name}-{scale}"
 
 
 def dry_run(suite: str | Path | SuiteSpec | Plan, scale: str | None = None,
@@ -226,12 +234,17 @@ def dry_run(suite: str | Path | SuiteSpec | Plan, scale: str | None = None,
 def reproduce(suite: str | Path | SuiteSpec | Plan, scale: str | None = None, *,
               out_dir: Path | None = None, runtime: Runtime | None = None) -> dict[str, Any]:
     """Run (or finish) a suite; writes results.json, results.csv and tables.md to ``out_dir``
-    (default :func:`results_dir`) and returns the results document."""
+    (default :func:`results_dir` of the suite and scale) and returns the results document."""
     from undistill.suites import Plan
     from undistill.suites import reproduce as run_suite
 
-    p = suite if isinstance(suite, Plan) else plan(suite, scale)
-    return run_suite(p.suite, runtime or Runtime(), out_dir or results_dir(p), p.scale, plan=p)
+    if isinstance(suite, Plan):
+        p, name = suite, suite.suite.name
+    else:
+        spec = load_suite(suite)
+        p, name = plan(spec, scale), spec.name
+    return run_suite(p.suite, runtime or Runtime(), out_dir or results_dir(name, p.scale), p.scale,
+                     plan=p)
 
 
 def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "htc",

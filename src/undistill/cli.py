@@ -365,11 +365,12 @@ def reproduce(
 
     runtime = runtime_from(runs_dir, data_root, device, progress=progress)
     with user_errors():
-        plan = api.plan(suite, scale)
+        spec = api.load_suite(suite)
+        plan = api.plan(spec, scale)
         if dry_run:
             print("\n".join(api.dry_run(plan, runtime=runtime).lines))
             return
-        out_dir = out_dir or api.results_dir(plan)
+        out_dir = out_dir or api.results_dir(spec.name, plan.scale)
         api.reproduce(plan, out_dir=out_dir, runtime=runtime,
                       executor=executor_from(executor, address))
     out.print(f"results: {out_dir}/results.json, results.csv, tables.md", markup=False)
