@@ -63,3 +63,14 @@ def test_suites_reject_unknown_columns_groups_and_search_methods() -> None:
     with pytest.raises(ValueError, match="no search space"):
         SuiteSpec.model_validate({**base, "data": {"val_fraction": 0.1},
                                   "search": {"methods": ["kd"], "grid": {"alpha": [0.5]}}})
+
+
+def test_the_command_line_lists_methods_from_the_registry() -> None:
+    from typer.testing import CliRunner
+
+    from undistill.cli import app
+
+    r = CliRunner().invoke(app, ["methods"], catch_exceptions=False)
+    assert r.exit_code == 0 and all(name in r.stdout for name in METHODS.names())
+    r = CliRunner().invoke(app, ["steal", "--help"], catch_exceptions=False)
+    assert "dafl-kd" in r.stdout and "skeptical+scm" in r.stdout
