@@ -447,3 +447,14 @@ def test_large_logits_stay_finite(t) -> None:
     for v in values:
         assert torch.isfinite(v), v
         assert torch.isfinite(grad_of(v, zs)).all()
+
+
+def test_kd_terms_sum_to_kd_loss_exactly() -> None:
+    torch.manual_seed(0)
+    s, t, y = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    terms = L.kd_terms(s, t, y, 0.7, 4.0)
+    assert set(terms) == {"kd", "ce"}
+    assert torch.equal(terms["kd"] + terms["ce"], L.kd_loss(s, t, y, 0.7, 4.0))
+    assert torch.equal(torch.stack([terms["kd"], terms["ce"]]).sum(), L.kd_loss(s, t, y, 0.7, 4.0))
+    assert set(L.kd_terms(s, t, None, 0.7, 4.0)) == {"kd"}
+    assert torch.equal(L.kd_terms(s, t, None, 0.7, 4.0)["kd"], L.kd_loss(s, t, None, 0.7, 4.0))

@@ -34,6 +34,7 @@ __all__ = [
     "soft_cross_entropy",
     "kl_from_log_probs",
     "kl_divergence",
+    "kd_terms",
     "kd_loss",
     "nasty_loss",
     "htc_targets",
