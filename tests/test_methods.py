@@ -12,7 +12,7 @@ from undistill.suites.plan import column_method
 from undistill.suites.spec import SuiteSpec, param_groups, table_columns
 
 BUILT_IN = ("vanilla", "kd", "nasty", "htc", "scm", "skeptical", "skeptical+htc", "skeptical+scm",
-            "dafl-kd", "dafl-htc")
+            "dafl-kd", "dafl-htc", "hard-label", "soft-target")
 
 
 def test_every_method_module_is_registered_without_a_list() -> None:

@@ -15,6 +15,7 @@ from undistill.methods.base import METHODS, Method, Params
 @METHODS.register("hard-label")
 class HardLabel(Method):
     description = "cross-entropy on the teacher's top-1 labels (label-only black box)"
+    title = "Hard-label"
     Params = Params
     min_teachers, max_teachers = 1, None
 
