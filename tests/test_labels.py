@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from undistill.labels import arch_title, model_title, series_label, x_value_text
-from undistill.suites.report import ablation_tables
+from undistill.suites.tables import ablation_tables
 
 
 def test_names_read_as_in_the_paper() -> None:
