@@ -57,13 +57,16 @@ def runtime_from(runs_dir: Path, data_root: Path | None, device: str, precision:
 
 
 def fail(msg: str) -> NoReturn:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {msg}", highlight=False)
-    raise typer.Exit(2)
+    from rich.markup import escape
+
+    errors.print_error(escape(msg))
+    raise typer.Exit(errors.EXIT_ERROR)
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """A user's mistake (bad config, missing run or data, diverged training) -> one line, exit 2."""
+    """A user's mistake (:data:`undistill.api.USER_ERRORS`, which adds the recipes' ValueErrors
+    to what :mod:`undistill.errors` knows) -> one line, exit 2; ``--debug`` lets it through."""
     from undistill.api import USER_ERRORS
 
     shared = sys.modules.get("undistill.ray_executor")  # only a ray run can raise it
@@ -71,7 +74,9 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except known as e:
-        fail(str(e))
+        if errors.debugging():
+            raise
+        fail(errors.describe(e))
 
 
 def _stealing_methods() -> str:
