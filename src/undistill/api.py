@@ -21,6 +21,7 @@ from undistill.data import DatasetError
 from undistill.engine import RunResult, TrainingDiverged
 
 if TYPE_CHECKING:
+    from undistill.executor import Executor
     from undistill.suites import DryRun, Plan, SuiteSpec
 
 #: The errors a caller made (bad config, missing data or run, diverged training, a search or a
@@ -232,9 +233,11 @@ def dry_run(suite: str | Path | SuiteSpec | Plan, scale: str | None = None,
 
 
 def reproduce(suite: str | Path | SuiteSpec | Plan, scale: str | None = None, *,
-              out_dir: Path | None = None, runtime: Runtime | None = None) -> dict[str, Any]:
+              out_dir: Path | None = None, runtime: Runtime | None = None,
+              executor: Executor | None = None) -> dict[str, Any]:
     """Run (or finish) a suite; writes results.json, results.csv and tables.md to ``out_dir``
-    (default :func:`results_dir` of the suite and scale) and returns the results document."""
+    (default :func:`results_dir` of the suite and scale) and returns the results document.
+    ``executor``: how runs are trained (default: one after another in this process)."""
     from undistill.suites import Plan
     from undistill.suites import reproduce as run_suite
 
@@ -244,7 +247,7 @@ def reproduce(suite: str | Path | SuiteSpec | Plan, scale: str | None = None, *,
         spec = load_suite(suite)
         p, name = plan(spec, scale), spec.name
     return run_suite(p.suite, runtime or Runtime(), out_dir or results_dir(name, p.scale), p.scale,
-                     plan=p)
+                     executor=executor, plan=p)
 
 
 def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "htc",
@@ -252,7 +255,7 @@ def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "
            val_fraction: float = 0.1, val_seed: int = 0, width: float = 1.0,
            epochs: int | None = None, fixed: dict[str, Any] | None = None, final: bool = True,
            out_dir: Path | None = None, seed: int = 0, study_seed: int = 0,
-           runtime: Runtime | None = None) -> dict[str, Any]:
+           runtime: Runtime | None = None, executor: Executor | None = None) -> dict[str, Any]:
     """Search a method's parameters on a validation split carved from the training set (never
     the test set); writes ``search.json`` to ``out_dir`` (default results/search-METHOD-ARCH)."""
     from undistill.presets import optim_preset
@@ -269,7 +272,8 @@ def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "
                       sampler=sampler, trials=trials, val_fraction=val_fraction,
                       val_seed=val_seed, width=width, seed=seed, study_seed=study_seed,
                       fixed=fixed, optim=optim, final=final,
-                      out_dir=out_dir or Path("results") / f"search-{method}-{arch}")
+                      out_dir=out_dir or Path("results") / f"search-{method}-{arch}",
+                      executor=executor)
 
 
 def analyze(runs: Sequence[Path], reference: Path, *, out_dir: Path = Path("analysis"),

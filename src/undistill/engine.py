@@ -344,8 +344,8 @@ def _start(cfg: RunConfig, runtime: Runtime, reporter: Reporter, out: Path) -> _
     step_fn, predict = step_function(method, ddp, device), method.predict
     if runtime.compile:
         step_fn, predict = torch.compile(step_fn), torch.compile(predict)
-    return _Session(cfg, out, device, ddp, bf16, channels_last, method, views, optimizer, extras, train_loader,
-                    eval_loader, step_fn, predict, reporter,
+    return _Session(cfg, out, device, ddp, bf16, channels_last, method, views, optimizer, extras,
+                    train_loader, eval_loader, step_fn, predict, reporter,
                     live=reporter.enabled and bool(getattr(reporter, "live", True)))
 
 
