@@ -43,7 +43,8 @@ def main() -> None:
         fp32 = [ref[r.run_id] for r in runs]
         bf16 = [test_accuracy(r, a.runs_dir, a.data_root) for r in runs]
         p = welch(bf16, fp32, alternative="greater")
-        out[col] = {"fp32": fp32, "bf16": bf16, "fp32_ci": mean_ci(fp32).fmt(), "bf16_ci": mean_ci(bf16).fmt(),
+        out[col] = {"fp32": fp32, "bf16": bf16, "fp32_ci": mean_ci(fp32).fmt(),
+                    "bf16_ci": mean_ci(bf16).fmt(),
                     "p_two_sided": None if p is None else 2 * min(p, 1 - p)}
         print(col, out[col]["fp32_ci"], "vs", out[col]["bf16_ci"], "p", out[col]["p_two_sided"], flush=True)
     print(json.dumps(out))
