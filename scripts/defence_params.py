@@ -1,11 +1,13 @@
 """The defender's side of the leaderboard: utility of candidate defence parameters on a validation
-split (never the test set), for the demo's normal teacher.
+split (never the test set), for a leaderboard's normal teacher.
 
     python scripts/defence_params.py --runs-dir runs/defences-demo  # prints a table; needs the teacher
+    python scripts/defence_params.py defences-cifar10-cpu --runs-dir runs/cal-cifar \
+        --data-root ../shared/data/cifar10-jpeg.tar.gz
 
 For each candidate: top-1 accuracy of the released answers on the 10 % validation split of the
 training set, their agreement with the undefended teacher, and the mean L1 change of the answers.
-The defences-demo leaderboard's parameters were set from this table (docs/defences.md).
+The leaderboards' defence parameters were set from this table (docs/defences.md).
 """
 
 from __future__ import annotations
@@ -38,22 +40,24 @@ CANDIDATES = [
 ]
 
 
-@torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("spec", nargs="?", default="defences-demo", help="leaderboard name or YAML")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/defences-demo"))
+    ap.add_argument("--data-root", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    runtime = Runtime(runs_dir=args.runs_dir, device="cpu", progress=False)
-    spec = load_leaderboard("defences-demo")
+    runtime = Runtime(runs_dir=args.runs_dir, data_root=args.data_root, device="cpu",
+                      progress=False)
+    spec = load_leaderboard(args.spec)
     suite = load_suite(spec.suite)
     normal = teacher_group(suite, suite.teachers[0], scale_of(suite, None)[1]).normal
     train_run(normal, runtime)  # read back when the leaderboard trained it
-    model = load_run_model(normal, args.runs_dir)
-    ds = get_dataset(normal.data.name, None, normal.data.resize)
+    model = load_run_model(normal, args.runs_dir, args.data_root)
+    torch.set_grad_enabled(False)  # inference from here on
+    ds = get_dataset(normal.data.name, args.data_root, normal.data.resize)
     _, val = split_validation(ds.train_labels, spec.val_fraction, 0)
     x, y = normalize(ds.train_images[val], ds.mean, ds.std), ds.train_labels[val]
-    p = torch.softmax(model(x), 1)
+    p = torch.cat([torch.softmax(model(b).float(), 1) for b in x.split(1000)])
     print(f"teacher: {100 * (p.argmax(1) == y).float().mean():.2f} % on {len(y)} validation images")
     print("| defence | val acc (%) | agreement (%) | mean L1 change |\n| --- | --- | --- | --- |")
     for c in CANDIDATES:

@@ -29,6 +29,7 @@ def spec(suite_path: Path, **over) -> LeaderboardSpec:
                     {"name": "hard-label", "method": "hard-label"},
                     {"name": "scm", "method": "scm", "teachers": "sequence"}],
         "defences": [{"name": "none"}, {"name": "nasty", "model": "nasty"},
+                     {"name": "nasty-es", "model": "nasty-es"},
                      {"name": "labels", "output": {"name": "labels"}}],
     }
     d.update(over)
@@ -41,7 +42,7 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
     runtime = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
     out = run_leaderboard(spec(suite), runtime, tmp_path / "out", log=lambda *_: None)
     rows = {r["defence"]: r for r in out["rows"]}
-    assert set(rows) == {"none", "nasty", "labels"}
+    assert set(rows) == {"none", "nasty", "nasty-es", "labels"}
     assert [r["protection"] for r in out["rows"]] == sorted((r["protection"] for r in out["rows"]),
                                                             reverse=True)
     cells = {(c["defence"], c["attack"]): c for c in out["cells"]}
@@ -52,6 +53,11 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
         assert best["val"]["mean"] == max(c["val"]["mean"] for (d, _), c in cells.items() if d == name)
         assert r["protection"] == pytest.approx(out["vanilla"]["mean"] - r["best_attack_acc"])
         assert len(cells[(name, "kd")]["grid_val"]) == 2
+    # Nasty KD ES: the nasty training stopped at the SCM release's validation accuracy (Table 6)
+    es = json.loads(next((tmp_path / "runs").glob(f"*{cells[('nasty-es', 'kd')]['seeds']['0']['run_id']}"
+                                                  "/config.json")).read_text())["config"]["teachers"][0]
+    assert es["method"]["name"] == "nasty" and es["stop_at_acc"] is not None
+    assert "nasty-es = Nasty KD ES" in (tmp_path / "out" / "leaderboard.md").read_text()
     assert rows["labels"]["utility_acc"] == pytest.approx(rows["none"]["utility_acc"])  # same top-1
     assert rows["labels"]["agreement"] == 100.0 and rows["labels"]["nll"] > rows["none"]["nll"]
     saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text())

@@ -250,6 +250,18 @@ def reproduce(suite: str | Path | SuiteSpec | Plan, scale: str | None = None, *,
                      executor=executor, plan=p)
 
 
+def leaderboard(spec: str | Path = "defences-demo", *, out_dir: Path | None = None,
+                runtime: Runtime | None = None, log: Any = print) -> dict[str, Any]:
+    """Every attack against every defence (docs/defences.md): trains what is missing, writes
+    leaderboard.md, leaderboard.json and pareto.png to ``out_dir`` (default results/NAME) after
+    each defence, and returns the leaderboard document. ``spec``: a built-in name
+    (``defences-demo``, ``defences-cifar10-cpu``) or a YAML path."""
+    from undistill.defences.leaderboard import load_leaderboard, run_leaderboard
+
+    s = load_leaderboard(spec)
+    return run_leaderboard(s, runtime or Runtime(), out_dir or Path("results") / s.name, log=log)
+
+
 def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "htc",
            grid: str = "paper", sampler: str = "grid", trials: int | None = None,
            val_fraction: float = 0.1, val_seed: int = 0, width: float = 1.0,

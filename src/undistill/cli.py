@@ -351,6 +351,34 @@ def defend(
 
 
 @app.command()
+def leaderboard(
+    spec: Annotated[str, typer.Argument(help="a built-in leaderboard (defences-demo, "
+                                        "defences-cifar10-cpu) or a YAML path")] = "defences-demo",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="where results go "
+                                                 "(default: results/NAME)")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_root: DataRoot = None,
+    device: Device = "auto",
+) -> None:
+    """Rank defences against every attack: utility, and protection against the strongest attack
+    (chosen on a validation split), with 95 % intervals over seeds (docs/defences.md)."""
+    from undistill import api
+
+    with user_errors():
+        doc = api.leaderboard(spec, out_dir=out_dir,
+                              runtime=runtime_from(runs_dir, data_root, device, progress=False),
+                              log=lambda line: out.print(line, markup=False))
+    table = Table(title=f"{doc['name']}: vanilla {doc['vanilla']['mean']:.2f} %")
+    for col in ("defence", "utility acc (%)", "best attack", "its acc (%)", "protection"):
+        table.add_column(col)
+    for r in doc["rows"]:
+        table.add_row(r["defence"], f"{r['utility_acc']:.2f}", r["best_attack"],
+                      f"{r['best_attack_acc']:.2f}", f"{r['protection']:+.2f}")
+    out.print(table)
+    out.print(f"results: {out_dir or Path('results') / doc['name']}/leaderboard.md", markup=False)
+
+
+@app.command()
 def reproduce(
     suite: Annotated[str, typer.Argument(help="a built-in suite (demo, fashion-mnist, cifar10, "
                                          "cifar100, tinyimagenet) or a YAML path")],

@@ -40,7 +40,14 @@ from undistill.stats import mean_ci
 from undistill.suites.plan import scale_of, teacher_group
 from undistill.suites.spec import load_suite
 
-Model = Literal["normal", "nasty", "scm-release"]
+Model = Literal["normal", "nasty", "nasty-es", "scm-release"]
+#: what each released ``model`` is (docs/defences.md)
+MODELS: dict[str, str] = {
+    "normal": "the suite's normal teacher",
+    "nasty": "its nasty version (Eq. 5)",
+    "nasty-es": "Nasty KD ES: the nasty training stopped at the SCM release's validation accuracy",
+    "scm-release": "the SCM defence: S^r of the nasty teacher's sequence (Eq. 10)",
+}
 
 
 class _Strict(BaseModel):
@@ -99,6 +106,11 @@ class LeaderboardSpec(_Strict):
         return self
 
 
+def builtin_leaderboards() -> list[str]:
+    return sorted(f.name[:-5] for f in resources.files("undistill.defences").iterdir()
+                  if f.name.endswith(".yaml"))
+
+
 def load_leaderboard(name_or_path: str | Path) -> LeaderboardSpec:
     """A built-in leaderboard (``defences-demo``) by name, or a YAML file by path."""
     path = Path(name_or_path)
@@ -109,7 +121,8 @@ def load_leaderboard(name_or_path: str | Path) -> LeaderboardSpec:
     else:
         f = resources.files("undistill.defences") / f"{name_or_path}.yaml"
         if not f.is_file():
-            raise ConfigError(f"unknown leaderboard {name_or_path!r} (built-in: defences-demo)")
+            raise ConfigError(f"unknown leaderboard {name_or_path!r} (built-in: "
+                              f"{', '.join(builtin_leaderboards())}; or a YAML path)")
         text = f.read_text()
     try:
         return LeaderboardSpec.model_validate(yaml.safe_load(text))
@@ -127,7 +140,8 @@ class Victims:
 
 
 def victims(spec: LeaderboardSpec, runtime: Runtime) -> tuple[Victims, dict[Model, RunConfig]]:
-    """Train (or read back) the suite's teachers: normal, nasty, and the SCM release S^r.
+    """Train (or read back) the suite's teachers: normal, nasty, the SCM release S^r, and Nasty
+    KD ES when a defence releases it.
 
     The attacker's sequence is S^1..S^r (the nasty teacher up to the release), so no model
     beyond the release is trained."""
@@ -140,7 +154,13 @@ def victims(spec: LeaderboardSpec, runtime: Runtime) -> tuple[Victims, dict[Mode
     for run in (g.normal, g.nasty, *sequence):
         train_run(run, runtime)
     v = Victims(g.normal, g.nasty, sequence, g.defence, g.normal.data.model_dump())
-    return v, {"normal": g.normal, "nasty": g.nasty, "scm-release": g.defence}
+    models: dict[Model, RunConfig] = {"normal": g.normal, "nasty": g.nasty, "scm-release": g.defence}
+    if any(d.model == "nasty-es" for d in spec.defences):
+        # as the suites build it (Table 6): stopped at the release's best validation accuracy
+        target = train_run(g.defence, runtime).best_acc
+        models["nasty-es"] = recipes.nasty_es(g.nasty, target, name=f"nasty-ES {g.spec.arch}")
+        train_run(models["nasty-es"], runtime)
+    return v, models
 
 
 def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConfig],
@@ -291,6 +311,8 @@ def markdown(out: dict[str, Any]) -> str:
         vals = [f"{by[(r['defence'], a)]['test']['mean']:.2f}" if (r["defence"], a) in by else "-"
                 for a in attacks]
         lines.append(f"| {r['defence']} | " + " | ".join(vals) + " |")
+    used = list(dict.fromkeys(r["model"] for r in out["rows"]))
+    lines += ["", "Model: " + "; ".join(f"{m} = {MODELS[m]}" for m in used if m in MODELS) + "."]
     if out["notes"]:
         lines += ["", "## Choices", ""] + [f"- {n}" for n in out["notes"]]
     return "\n".join(lines) + "\n"
@@ -338,12 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("spec", nargs="?", default="defences-demo", help="built-in name or YAML path")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    ap.add_argument("--data-root", type=Path, default=None,
+                    help="the dataset's files (cifar10-jpeg: the archive or its folder)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     spec = load_leaderboard(args.spec)
-    runtime = Runtime(runs_dir=args.runs_dir, device=args.device, progress=False,
-                      num_threads=args.threads)
+    runtime = Runtime(runs_dir=args.runs_dir, data_root=args.data_root, device=args.device,
+                      progress=False, num_threads=args.threads)
     out = run_leaderboard(spec, runtime, args.out)
     print(f"wrote {args.out} ({out['wall_time_s']:.0f} s)")
     return 0
