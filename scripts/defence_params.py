@@ -35,6 +35,8 @@ CANDIDATES = [
     {"name": "reverse-sigmoid", "params": {"beta": 1.0, "gamma": 0.4}},
     {"name": "mad", "params": {"epsilon": 0.5}},
     {"name": "mad", "params": {"epsilon": 1.0, "keep_top1": True}},
+    {"name": "misinformation", "params": {"tau": 0.3, "nu": 30}},
+    {"name": "misinformation", "params": {"tau": 0.4, "nu": 30}},
     {"name": "misinformation", "params": {"tau": 0.5, "nu": 30}},
     {"name": "misinformation", "params": {"tau": 0.6, "nu": 30}},
 ]
