@@ -79,3 +79,27 @@ def test_leaderboard_spec_is_checked(tmp_path: Path) -> None:
     assert len(load_leaderboard("defences-demo").defences) >= 10
     with pytest.raises(ConfigError, match="unknown leaderboard"):
         load_leaderboard("nope")
+
+
+def test_leaderboard_command_writes_the_board_and_names_bad_specs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from undistill.cli import app
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    board = tmp_path / "board.yaml"
+    board.write_text(yaml.safe_dump(spec(
+        suite, seeds=[0], attacks=[{"name": "vanilla", "method": "vanilla"},
+                                   {"name": "hard-label", "method": "hard-label"}],
+        defences=[{"name": "none"}, {"name": "labels", "output": {"name": "labels"}}],
+    ).model_dump(mode="json")))
+    runner = CliRunner()
+    r = runner.invoke(app, ["leaderboard", str(board), "--out", str(tmp_path / "out"),
+                            "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "labels" in r.stdout and "hard-label" in r.stdout
+    saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert {row["defence"] for row in saved["rows"]} == {"none", "labels"}
+    r = runner.invoke(app, ["leaderboard", "nope", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "defences-cifar10-cpu" in r.output and "defences-demo" in r.output
