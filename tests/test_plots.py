@@ -116,7 +116,8 @@ def results_doc(r: dict, ablations: bool = True) -> dict:
     if ablations:
         doc["ablations"] = [
             {"name": "Fig. 4(a): HTC temperature", "x_label": "tau", "x_values": [10, 20, 50],
-             "series": {"HTC": [70.0, 75.0, 77.0], "Nasty KD": [60.0, 60.0, 60.0]}},
+             "series": {"HTC": [70.0, 75.0, 77.0], "Nasty KD": [60.0, 60.0, 60.0]},
+             "series_ci": {"HTC": [1.5, None, 2.0], "Nasty KD": [None, None, None]}},
             {"name": "Table 2(b): SCM sequence length", "x_label": "k", "x_values": [2, 3, 4],
              "series": {"cnn": [61.0, 61.2, None]}},
         ]

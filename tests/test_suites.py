@@ -264,3 +264,25 @@ def test_a_scale_can_be_a_suite_of_its_own() -> None:
     students = [c.run for c in plan.cells if c.column == "vanilla"]
     assert {s.data.fraction for s in students} == {0.1} and {c.seed for c in plan.cells} == {0, 1, 2}
     assert nasty.teachers == [normal]
+
+
+def test_ablation_series_carry_intervals_over_seeds_into_tables() -> None:
+    from undistill.stats import mean_ci
+    from undistill.suites.runner import ablation_series
+    from undistill.suites.spec import SuiteSpec
+    from undistill.suites.tables import ablation_tables
+
+    suite = SuiteSpec.model_validate(TINY)
+    ab = suite.ablations[0]
+    accs = {ab.values[0]: [60.0, 62.0, 67.0], ab.values[1]: [70.0]}
+    records = [{"ablation": ab.name, "column": ab.columns[0], "student_arch": "cnn",
+                "teacher_arch": "cnn", "x": x, "test_acc": a, "last_acc": 0.0}
+               for x, values in accs.items() for a in values]
+    (out, *_) = ablation_series(suite, records)
+    (label,) = out["series"]
+    three = mean_ci(accs[ab.values[0]])
+    assert out["series"][label] == [pytest.approx(three.mean), 70.0]
+    assert out["series_ci"][label] == [pytest.approx(three.ci), None]  # one seed: no interval
+    assert out["series_n"][label] == [3, 1]
+    row = next(line for line in ablation_tables({"ablations": [out]}) if line.startswith(f"| {label}"))
+    assert f"{three.mean:.2f} ± {three.ci:.2f} (n=3)" in row and "70.00 (n=1)" in row

@@ -154,11 +154,13 @@ def temperature_panels(logits: Any, label: int | None, path: Path | str, low: fl
 
 
 def line_plot(x_values: Sequence[Any], series: Mapping[str, Sequence[float | None]], xlabel: str,
-              ylabel: str, title: str, path: Path | str, logx: bool = False) -> Path:
+              ylabel: str, title: str, path: Path | str, logx: bool = False,
+              errors: Mapping[str, Sequence[float | None]] | None = None) -> Path:
     """Accuracy against a varied value, one line per method or teacher (Fig. 4, Table 2(b)).
 
     ``x_values``: numbers (plotted at their value) or labels (plotted evenly, in order);
-    ``series``: label -> one y per x (None or NaN: missing, the line skips it).
+    ``series``: label -> one y per x (None or NaN: missing, the line skips it); ``errors``: label ->
+    the half-width of an error bar per x (None: no bar), e.g. a 95 % interval over seeds.
     """
     if not series:
         raise ValueError("line_plot needs at least one series")
@@ -172,7 +174,11 @@ def line_plot(x_values: Sequence[Any], series: Mapping[str, Sequence[float | Non
         if len(ys) != len(xs):
             raise ValueError(f"series {label!r} has {len(ys)} values for {len(xs)} x values")
         y = [math.nan if v is None else float(v) for v in ys]
-        ax.plot(pos, y, marker="o", markersize=4, linewidth=1.5, label=str(label))
+        line, = ax.plot(pos, y, marker="o", markersize=4, linewidth=1.5, label=str(label))
+        err = list((errors or {}).get(label) or [])
+        if len(err) == len(xs) and any(e is not None for e in err):
+            ax.errorbar(pos, y, yerr=[0.0 if e is None else float(e) for e in err], fmt="none",
+                        ecolor=line.get_color(), alpha=0.6, capsize=3, linewidth=1)
     if logx and numeric:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # only the given values are labelled

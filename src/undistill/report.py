@@ -142,8 +142,8 @@ def ablation_section(ablations: Any, out_dir: Path) -> list[str]:
     if not ablations:
         return []
     lines = ["## Ablations", "",
-             "Accuracy (%) against the varied value, one line per series; the numbers are in the "
-             "ablation tables above.", ""]
+             "Accuracy (%) against the varied value, one line per series (bars: 95 % intervals over "
+             "seeds, where there are several); the numbers are in the ablation tables above.", ""]
     for i, a in enumerate(ablations):
         try:
             name, xs, series = a["name"], list(a["x_values"]), dict(a["series"])
@@ -159,7 +159,7 @@ def ablation_section(ablations: Any, out_dir: Path) -> list[str]:
         fname = f"ablation-{i + 1}-{_slug(name)}.png"
         try:
             plots.line_plot(xs, series, xl, a.get("y_label", "accuracy (%)"), name, out_dir / fname,
-                            logx=bool(a.get("logx")))
+                            logx=bool(a.get("logx")), errors=a.get("series_ci"))
         except ValueError as e:
             raise ReportError(f"ablations[{i}] ({name}): {e}") from None
         lines += [f"### {name}", "", f"![{name}]({fname})", ""]

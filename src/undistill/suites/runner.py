@@ -21,6 +21,7 @@ from undistill.executor import Executor, LocalExecutor
 from undistill.labels import series_label
 from undistill.methods import Teacher
 from undistill.runs import bind_data, data_views, is_done, load_run_model
+from undistill.stats import mean_ci
 from undistill.suites.claims import headline, paper_claims, preflight
 from undistill.suites.plan import (
     Cell,
@@ -259,7 +260,8 @@ def _teacher_row(arch: str, kind: str, r: RunResult, scores: dict[str, float]) -
 
 
 def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each ablation as line-plot data: x values and one accuracy series per column/student."""
+    """Each ablation as line-plot data: x values and one accuracy series per column/student
+    (mean over seeds, with its 95 % interval half-width and seed count)."""
     out = []
     for ab in suite.ablations:
         acc: dict[str, list[list[float]]] = {}
@@ -268,8 +270,12 @@ def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dic
                 label = series_label(r["column"], r["student_arch"], r["teacher_arch"])
                 acc.setdefault(label, [[] for _ in ab.values])[ab.values.index(r["x"])].append(
                     headline(r))
-        series = {k: [sum(v) / len(v) if v else None for v in vs] for k, vs in acc.items()}
+        stats = {k: [mean_ci(v) if v else None for v in vs] for k, vs in acc.items()}
         out.append({"name": ab.name, "param": ab.param, "x_label": ab.x_label or ab.param,
-                    "x_values": ab.values, "series": series})
+                    "x_values": ab.values,
+                    "series": {k: [m.mean if m else None for m in ms] for k, ms in stats.items()},
+                    # 95 % Student-t half-widths over seeds (None: one seed) and the seed counts
+                    "series_ci": {k: [m.ci if m else None for m in ms] for k, ms in stats.items()},
+                    "series_n": {k: [m.n if m else 0 for m in ms] for k, ms in stats.items()}})
     return out
 

@@ -114,12 +114,17 @@ def ablation_tables(doc: dict[str, Any]) -> list[str]:
     for ab in doc.get("ablations", []):
         xs = ab["x_values"]
         lines += [f"## Ablation: {ab['name']} (accuracy %, varying {ab['x_label']})", "",
+                  "Mean ± half-width of the 95 % interval over n seeds (headline accuracy).", "",
                   "| Method: student and teacher | "
                   + " | ".join(x_value_text(ab.get("param", ""), x) for x in xs) + " |",
                   "|" + " --- |" * (len(xs) + 1)]
+        cis, ns = ab.get("series_ci", {}), ab.get("series_n", {})  # absent in older results
         for label, ys in ab["series"].items():
-            lines.append(f"| {label} | " + " | ".join("-" if y is None else f"{y:.2f}"
-                                                       for y in ys) + " |")
+            ci, n = cis.get(label, [None] * len(ys)), ns.get(label)
+            lines.append(f"| {label} | " + " | ".join(
+                "-" if y is None else f"{y:.2f}" + ("" if c is None else f" ± {c:.2f}")
+                + ("" if n is None else f" (n={n[i]})")
+                for i, (y, c) in enumerate(zip(ys, ci, strict=True))) + " |")
         lines.append("")
     return lines
 
