@@ -248,6 +248,29 @@ def test_defended_teacher_gives_methods_the_released_outputs(runtime) -> None:
     assert type(load_teacher(student_config(t), runtime.runs_dir, None)) is Teacher
 
 
+class _Bf16Logits(torch.nn.Module):
+    """A teacher computing in bf16 (as under autocast): fixed logits, one row per input."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.z = logits.bfloat16()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.z[: len(x)]
+
+
+def test_released_outputs_keep_their_top1_when_the_teacher_computes_in_bf16() -> None:
+    # MAD-argmax keeps each row's top-1 by a hair: the released logits must stay float32, or
+    # bf16 rounding ties the top-1 with the poisoned class and argmax picks the lower index
+    torch.manual_seed(0)
+    z = torch.randn(512, 10) * 2
+    teacher = DefendedTeacher([_Bf16Logits(z)], defence("mad", epsilon=1.0, keep_top1=True))
+    released = teacher.logits(torch.randn(512, 1, 8, 8))
+    assert released.dtype == torch.float32
+    top1 = _Bf16Logits(z).z.float().argmax(1)
+    assert torch.equal(released.argmax(1), top1)
+
+
 def test_a_student_learns_from_a_labels_only_teacher(runtime) -> None:
     t = tiny_teacher(epochs=6)
     assert train_run(t, runtime).best_acc > 60.0

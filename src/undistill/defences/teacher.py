@@ -31,9 +31,12 @@ class DefendedTeacher(Teacher):
         return self
 
     def _defend(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Released logits in float32 whatever the teacher's precision: cast back to bf16 (8 bits
+        of mantissa), the near-ties some defences release on purpose (MAD-argmax keeps the top-1
+        by a hair, rounding makes exact ties) would flip or tie the released top-1 class."""
         with torch.no_grad():
             probs = torch.softmax(logits.float(), dim=-1)
-            return released_logits(self.defence(probs, x)).to(logits.dtype)
+            return released_logits(self.defence(probs, x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self._defend(super().logits(x), x)
