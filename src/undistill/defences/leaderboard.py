@@ -334,12 +334,15 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
+    names: dict[tuple[float, float], list[str]] = {}  # defences on one spot share one label
     for r in rows:
         lo, hi = r["protection_ci"]
         ax.errorbar(r["utility_acc"], r["protection"], yerr=[[r["protection"] - lo], [hi - r["protection"]]],
                     fmt="o", color="tab:blue", ecolor="lightsteelblue", capsize=2)
-        ax.annotate(r["defence"], (r["utility_acc"], r["protection"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        names.setdefault((round(r["utility_acc"], 1), round(r["protection"], 1)), []).append(r["defence"])
+    for i, ((x, y), spot) in enumerate(sorted(names.items())):
+        ax.annotate(", ".join(spot), (x, y), fontsize=7, xytext=(3, 3 if i % 2 else -9),
+                    textcoords="offset points")
     front, best = [], float("-inf")
     for r in sorted(rows, key=lambda r: (-r["utility_acc"], -r["protection"])):
         if r["protection"] > best:
