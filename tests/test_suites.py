@@ -286,3 +286,20 @@ def test_ablation_series_carry_intervals_over_seeds_into_tables() -> None:
     assert out["series_n"][label] == [3, 1]
     row = next(line for line in ablation_tables({"ablations": [out]}) if line.startswith(f"| {label}"))
     assert f"{three.mean:.2f} ± {three.ci:.2f} (n=3)" in row and "70.00 (n=1)" in row
+
+
+def test_ablation_points_with_htc_and_nasty_kd_are_claims() -> None:
+    from undistill.suites.claims import paper_claims
+
+    def rec(ab, x, col, acc):
+        return {"table": "ablation", "ablation": ab, "x": x, "column": col, "teacher_arch": "cnn",
+                "student_arch": "cnn", "test_acc": acc, "last_acc": 0.0}
+
+    records = ([rec("no labels", False, "htc", a) for a in (50.0, 52.0, 51.0)]
+               + [rec("no labels", False, "nasty-kd", a) for a in (70.0, 71.0, 72.0)]
+               + [rec("tau", 4, "htc", a) for a in (60.0, 61.0, 62.0)])  # no Nasty KD: no claim
+    doc = {"records": records, "ablations": [{"name": "no labels", "param": "labels"},
+                                             {"name": "tau", "param": "temperature"}]}
+    (c,) = [c for c in paper_claims(doc) if c["table"] == "ablation"]
+    assert c["claim"] == "HTC above Nasty KD for cnn (teacher cnn), no labels: labels: withheld"
+    assert c["verdict"] == "FAIL"

@@ -1,4 +1,5 @@
-"""The paper's claims (Tables 1, 3 and 6), each judged PASS / FAIL / INCONCLUSIVE on the per-seed
+"""The paper's claims (Tables 1, 3 and 6; HTC above Nasty KD in the limited-, no-label and no-data
+ablations), each judged PASS / FAIL / INCONCLUSIVE on the per-seed
 numbers of a suite's results.json, and the preflight that says whether a scale can show anything.
 
 Claims are computed from the records alone (one per student run: column, student, seed and the
@@ -65,6 +66,7 @@ def paper_claims(doc: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any
                 c = judge(text.format(s=s) + f" (teacher {t})", va, vb, op, margin, alpha)  # type: ignore[arg-type]
                 out.append({"table": table, "teacher_arch": t, "student_arch": s,
                             "a": a, "b": b, **c.as_dict()})
+    out += ablation_claims(doc, alpha)
     for r in doc.get("kl", []):
         d = r.get("kl_t1_vs_nasty")
         if d is None or not r["model"].startswith("scm-ensemble"):  # the paper claims it of the ensemble
@@ -74,6 +76,29 @@ def paper_claims(doc: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any
                                  d["mean"], d["std"], d["n"], "<", alpha)
         out.append({"table": "table3", "teacher_arch": r["teacher_arch"], "student_arch": None,
                     "a": r["model"], "b": "nasty", **c})
+    return out
+
+
+def ablation_claims(doc: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """HTC above Nasty KD at every point of an ablation that has both columns: the paper's claim
+    of Fig. 4(c) (limited data), Table 4 (no data) and Table 5 (no labels)."""
+    from undistill.labels import x_value_text
+
+    params = {a["name"]: a.get("param", "") for a in doc.get("ablations", [])}
+    g: dict[tuple[str, Any, str, str, str], list[float]] = defaultdict(list)
+    for r in doc["records"]:
+        if r.get("ablation") is not None:
+            g[(r["ablation"], r["x"], r["teacher_arch"], r["student_arch"], r["column"])].append(
+                headline(r))
+    out = []
+    for (ab, x, t, s, col), va in sorted(g.items(), key=lambda kv: str(kv[0])):
+        vb = g.get((ab, x, t, s, "nasty-kd"))
+        if col != "htc" or not vb:
+            continue
+        text = f"HTC above Nasty KD for {s} (teacher {t}), {ab}: {x_value_text(params.get(ab, ''), x)}"
+        c = judge(text, va, vb, ">", 0.0, alpha)
+        out.append({"table": "ablation", "teacher_arch": t, "student_arch": s, "a": "htc",
+                    "b": "nasty-kd", **c.as_dict()})
     return out
 
 
