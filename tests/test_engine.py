@@ -239,6 +239,14 @@ def test_headline_is_the_final_model_on_test_never_selected_there(runtime: Runti
     best = load_run_model(cfg, runtime.runs_dir, which="best")
     assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), best.state_dict().values(),
                                                  strict=True))
+    # a teacher is scored as released (which="auto": that best checkpoint), beside the final model
+    with torch.no_grad():
+        best_acc = 100.0 * (best(x).argmax(1) == ds.test_labels).float().mean().item()
+    assert test_accuracy(cfg, runtime.runs_dir, which="auto") == pytest.approx(best_acc, abs=1e-3)
+    saved = json.loads((out / "test.json").read_text())
+    assert saved["test_acc"] == score and set(saved["scores"]) == {"last", "best"}
+    with pytest.raises(ValueError, match="which"):
+        test_accuracy(cfg, runtime.runs_dir, which="first")
     # ... and the last checkpoint when epochs were evaluated on the test set
     plain = tiny_teacher(epochs=2)
     r2 = train_run(plain, runtime)

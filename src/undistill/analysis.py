@@ -297,28 +297,39 @@ TEST_SCORE = "test.json"
 
 
 def test_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
-                  device: torch.device | str = "cpu") -> float:
-    """The headline number of a finished run: its final model's accuracy (%) on the test split.
+                  device: torch.device | str = "cpu", which: str = "last") -> float:
+    """A finished run's accuracy (%) on the test split, of one checkpoint.
 
-    A run evaluated on the test split during training reports its last epoch (never its best
-    epoch there). A run that carved a validation split never read the test split while training
-    (nor did any search over it); it is scored here once, after every choice was made, from its
-    last checkpoint, and the score is kept beside the run (``test.json``)."""
+    ``which="last"`` (a student's headline): the final model. ``which="auto"`` (a teacher's): the
+    checkpoint it released to its students (:func:`undistill.runs.resolve_checkpoint`: best on
+    validation when it had a validation split), so a table's teacher accuracy is that of the model
+    the students learned from. A run evaluated on the test split during training reports its
+    last epoch (never its best epoch there). A run that carved a validation split never read the
+    test split while training (nor did any search over it); it is scored here once per
+    checkpoint, after every choice was made, and the scores are kept beside the run
+    (``test.json``)."""
     from undistill.checkpoint import atomic_write_json
-    from undistill.runs import bind_data, data_views, load_run_model, read_result, run_dir
+    from undistill.runs import bind_data, data_views, load_run_model, read_result, resolve_checkpoint, run_dir
 
     cfg = bind_data(cfg, data_root)  # the folder of the data the run was trained on
+    which = resolve_checkpoint(cfg, which)
     out = run_dir(cfg, runs_dir)
     result = read_result(out)["result"]
     if result["eval_split"] == "test":
-        return float(result["last_acc"])
-    if (out / TEST_SCORE).exists():
-        return float(json.loads((out / TEST_SCORE).read_text())["test_acc"])
+        return float(result["last_acc" if which == "last" else "best_acc"])
+    saved = json.loads((out / TEST_SCORE).read_text()) if (out / TEST_SCORE).exists() else {}
+    scores = saved.get("scores") or ({saved["checkpoint"]: saved["test_acc"]} if saved else {})
+    if which in scores:
+        return float(scores[which])
     ds = data_views(cfg.data, data_root).dataset
-    model = load_run_model(cfg, runs_dir, data_root, which="last", device=device)
+    model = load_run_model(cfg, runs_dir, data_root, which=which, device=device)
     with torch.no_grad():
         z = predict_logits(model, ds.test_images, ds.mean, ds.std, device=device)
     acc = 100.0 * float((z.argmax(1) == ds.test_labels).double().mean())
-    atomic_write_json(out / TEST_SCORE, {"run_id": cfg.run_id, "test_acc": acc, "checkpoint": "last",
-                                         "split": "test", "n": int(ds.test_labels.numel())})
+    scores[which] = acc
+    doc: dict[str, Any] = {"run_id": cfg.run_id, "scores": scores, "split": "test",
+                           "n": int(ds.test_labels.numel())}
+    if "last" in scores:  # the final model's, under the keys older readers know
+        doc.update(test_acc=scores["last"], checkpoint="last")
+    atomic_write_json(out / TEST_SCORE, doc)
     return acc

@@ -166,6 +166,16 @@ def build_student(cfg: RunConfig, ds: ImageDataset) -> ZooModel:
                        width=cfg.model.width, image_size=ds.image_size)
 
 
+def resolve_checkpoint(cfg: RunConfig, which: str = "auto") -> str:
+    """"best" or "last": "auto" is the checkpoint a run releases as a teacher -- its best epoch
+    when that was chosen on a validation split, else its last (never one picked on test)."""
+    if which not in ("auto", "best", "last"):
+        raise ValueError(f"which must be auto, best or last, got {which!r}")
+    if which == "auto":
+        return "best" if cfg.data.val_fraction > 0 else "last"
+    return which
+
+
 def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
                    which: str = "auto", device: str | torch.device = "cpu") -> ZooModel:
     """The trained model of a finished run.
@@ -179,8 +189,7 @@ def load_run_model(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None
         raise CheckpointError(f"run {cfg.run_id} ({cfg.method.name} {cfg.model.arch} on "
                               f"{cfg.data.name}) is not finished in {runs_dir}: train it first "
                               f"(undistill train, or undistill reproduce for a suite)")
-    if which == "auto":
-        which = "best" if cfg.data.val_fraction > 0 else "last"
+    which = resolve_checkpoint(cfg, which)
     tensors, _ = load_checkpoint(path / (BEST if which == "best" else LAST), device="cpu")
     model = build_student(cfg, get_dataset(cfg.data.name, data_root, cfg.data.resize))
     model.load_state_dict(unprefixed(tensors, "method.student."))

@@ -249,7 +249,8 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
         model_cfg = models[d.model]
         row: dict[str, Any] = {"defence": d.name, "model": d.model,
                                "params": d.output.model_dump(mode="json") if d.output else None,
-                               "teacher_acc": test_accuracy(model_cfg, runtime.runs_dir, runtime.data_root),
+                               "teacher_acc": test_accuracy(model_cfg, runtime.runs_dir, runtime.data_root,
+                                                             which="auto"),  # as released
                                **utility(model_cfg, v.normal, d.output, runtime)}
         results = {}
         for a in spec.attacks:

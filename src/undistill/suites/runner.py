@@ -83,12 +83,12 @@ def _hms(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _record(cell: Cell, results: dict[str, RunResult], dataset: str, scores: dict[str, float]
-            ) -> dict[str, Any]:
+def _record(cell: Cell, results: dict[str, RunResult], dataset: str, scores: dict[str, float],
+            tscores: dict[str, float]) -> dict[str, Any]:
     r = results[cell.run.run_id]
     t = results[cell.teacher_run.run_id] if cell.teacher_run is not None else None
     return {"table": cell.table, "dataset": dataset, "teacher_arch": cell.teacher_arch,
-            "teacher_kind": cell.teacher_kind, "teacher_acc": scores[t.run_id] if t else None,
+            "teacher_kind": cell.teacher_kind, "teacher_acc": tscores[t.run_id] if t else None,
             "student_arch": cell.student_arch, "column": cell.column, "method": cell.method,
             "params": cell.run.method.params, "test_acc": scores[r.run_id], "eval_split": r.eval_split,
             "best_acc": r.best_acc, "last_acc": r.last_acc, "seed": cell.seed,
@@ -141,6 +141,12 @@ def _teacher_runs(plan: Plan) -> list[RunConfig]:
                  + [g.defence for g in plan.groups if g.defence is not None])
 
 
+def released_acc(r: RunResult) -> float:
+    """A teacher's evaluation-split accuracy of the checkpoint its students learn from (its best
+    epoch on a validation split, else its last: :func:`undistill.runs.resolve_checkpoint`)."""
+    return r.best_acc if r.eval_split == "val" else r.last_acc
+
+
 def run_preflight(plan: Plan, results: dict[str, RunResult]) -> list[dict[str, Any]]:
     """The preflight on the evaluation split of the teachers and vanilla students (the
     validation split when the suite carves one): warn when the scale cannot show anything."""
@@ -152,7 +158,8 @@ def run_preflight(plan: Plan, results: dict[str, RunResult]) -> list[dict[str, A
             if c.table == "table1" and c.column == "vanilla" and c.ablation is None and \
                     c.teacher_arch == g.spec.arch and c.run.run_id in results:
                 vanilla.setdefault(c.student_arch, []).append(results[c.run.run_id].last_acc)
-        teachers = {"normal": results[g.normal.run_id].last_acc, "nasty": results[g.nasty.run_id].last_acc}
+        teachers = {k: released_acc(results[c.run_id]) for k, c in (("normal", g.normal),
+                                                                    ("nasty", g.nasty))}
         for check in preflight(teachers, vanilla, pf.teacher_margin, pf.nasty_drop, g.spec.arch):
             check["split"] = results[g.normal.run_id].eval_split
             out.append(check)
@@ -221,17 +228,22 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
         cells += es
     # the headline numbers, read from the test split only now that every choice is made
     dev = select_device(runtime.device)
-    every = {c.run_id: c for c in [*_teacher_runs(plan), *(c.run for c in cells),
-                                   *(c.teacher_run for c in cells if c.teacher_run is not None)]}
-    scores = {i: test_accuracy(c, runtime.runs_dir, runtime.data_root, dev) for i, c in every.items()}
-    records = [_record(c, results, suite.dataset, scores) for c in cells]
+    # students: the final model; teachers: the checkpoint their students learned from
+    students = {c.run.run_id: c.run for c in cells}
+    taught = {c.run_id: c for c in [*_teacher_runs(plan), *(c.teacher_run for c in cells
+                                                             if c.teacher_run is not None)]}
+    scores = {i: test_accuracy(c, runtime.runs_dir, runtime.data_root, dev)
+              for i, c in students.items()}
+    tscores = {i: test_accuracy(c, runtime.runs_dir, runtime.data_root, dev, which="auto")
+               for i, c in taught.items()}
+    records = [_record(c, results, suite.dataset, scores, tscores) for c in cells]
     kl = kl_records(plan, runtime, results) if suite.kl else []
-    teachers = [_teacher_row(g.spec.arch, kind, results[c.run_id], scores)
+    teachers = [_teacher_row(g.spec.arch, kind, results[c.run_id], tscores)
                 for g in plan.groups for kind, c in
                 [("normal", g.normal), *((f"S{i}" if i > 1 else "nasty", s)
                                          for i, s in enumerate(g.sequence, 1))]
                 + ([("scm-defence", g.defence)] if g.defence is not None else [])]
-    teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id], scores)
+    teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id], tscores)
                  for c in cells if c.teacher_kind == "nasty-es" and c.teacher_run is not None]
     teachers = list({(t["kind"], t["run_id"]): t for t in teachers}.values())
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
@@ -254,8 +266,10 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
 
 
 def _teacher_row(arch: str, kind: str, r: RunResult, scores: dict[str, float]) -> dict[str, Any]:
-    """A teacher's accuracy: the headline (final model on test), plus its evaluation split's."""
-    return {"teacher_arch": arch, "kind": kind, "accuracy": scores[r.run_id], "eval_acc": r.last_acc,
+    """A teacher's accuracy on test, of the checkpoint it released to its students (best on
+    validation when it had a validation split), plus that checkpoint's evaluation-split accuracy."""
+    return {"teacher_arch": arch, "kind": kind, "accuracy": scores[r.run_id],
+            "eval_acc": released_acc(r), "checkpoint": "best" if r.eval_split == "val" else "last",
             "eval_split": r.eval_split, "run_id": r.run_id, "status": r.status}
 
 
