@@ -303,3 +303,23 @@ def test_ablation_points_with_htc_and_nasty_kd_are_claims() -> None:
     (c,) = [c for c in paper_claims(doc) if c["table"] == "ablation"]
     assert c["claim"] == "HTC above Nasty KD for cnn (teacher cnn), no labels: labels: withheld"
     assert c["verdict"] == "FAIL"
+
+
+def test_a_suite_on_fingerprinted_data_scores_every_run(tmp_path: Path, monkeypatch) -> None:
+    """Under --data-root, run folders carry the data's fingerprint, so their ids differ from the
+    plan's config ids; scoring and records must key by the plan's ids (a KeyError before)."""
+    from test_archive import files, make_tar
+
+    monkeypatch.setenv("UNDISTILL_CACHE", str(tmp_path / "cache"))
+    archive = make_tar(tmp_path / "cifar10-jpeg.tar.gz", files(n_train=8, n_test=3))
+    d = dict(TINY, dataset="cifar10-jpeg", data={"val_fraction": 0.25}, ablations=[],
+             methods=["vanilla", "normal-kd", "nasty-kd"], defence={"release": 2, "nasty_es": False})
+    f = tmp_path / "fp.yaml"
+    f.write_text(yaml.safe_dump(d))
+    rt = Runtime(runs_dir=tmp_path / "runs", data_root=archive, device="cpu", progress=False)
+    doc = reproduce(load_suite(f), rt, tmp_path / "out")
+    plan_ids = {r.run_id for r in build_plan(load_suite(f)).runs()}
+    assert {r["run_id"] for r in doc["records"]}.isdisjoint(plan_ids)  # the folders' ids differ
+    assert all(r["test_acc"] is not None for r in doc["records"])
+    assert all(r["teacher_acc"] is not None for r in doc["records"] if r["column"] != "vanilla")
+    assert {t["kind"] for t in doc["teachers"]} >= {"normal", "nasty", "scm-defence"}

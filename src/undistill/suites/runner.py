@@ -85,12 +85,15 @@ def _hms(s: float) -> str:
 
 def _record(cell: Cell, results: dict[str, RunResult], dataset: str, scores: dict[str, float],
             tscores: dict[str, float]) -> dict[str, Any]:
+    """One record per cell. ``results`` and the scores are keyed by the configs' run ids; a
+    result's own ``run_id`` (its folder) also carries the data fingerprint under ``--data-root``."""
     r = results[cell.run.run_id]
     t = results[cell.teacher_run.run_id] if cell.teacher_run is not None else None
     return {"table": cell.table, "dataset": dataset, "teacher_arch": cell.teacher_arch,
-            "teacher_kind": cell.teacher_kind, "teacher_acc": tscores[t.run_id] if t else None,
+            "teacher_kind": cell.teacher_kind,
+            "teacher_acc": tscores[cell.teacher_run.run_id] if cell.teacher_run is not None else None,
             "student_arch": cell.student_arch, "column": cell.column, "method": cell.method,
-            "params": cell.run.method.params, "test_acc": scores[r.run_id], "eval_split": r.eval_split,
+            "params": cell.run.method.params, "test_acc": scores[cell.run.run_id], "eval_split": r.eval_split,
             "best_acc": r.best_acc, "last_acc": r.last_acc, "seed": cell.seed,
             "run_id": r.run_id, "teacher_run_id": t.run_id if t else None,
             "ablation": cell.ablation, "x": cell.x}
@@ -238,12 +241,13 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
                for i, c in taught.items()}
     records = [_record(c, results, suite.dataset, scores, tscores) for c in cells]
     kl = kl_records(plan, runtime, results) if suite.kl else []
-    teachers = [_teacher_row(g.spec.arch, kind, results[c.run_id], tscores)
+    teachers = [_teacher_row(g.spec.arch, kind, results[c.run_id], tscores[c.run_id])
                 for g in plan.groups for kind, c in
                 [("normal", g.normal), *((f"S{i}" if i > 1 else "nasty", s)
                                          for i, s in enumerate(g.sequence, 1))]
                 + ([("scm-defence", g.defence)] if g.defence is not None else [])]
-    teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id], tscores)
+    teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id],
+                              tscores[c.teacher_run.run_id])
                  for c in cells if c.teacher_kind == "nasty-es" and c.teacher_run is not None]
     teachers = list({(t["kind"], t["run_id"]): t for t in teachers}.values())
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
@@ -265,10 +269,10 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
     return doc
 
 
-def _teacher_row(arch: str, kind: str, r: RunResult, scores: dict[str, float]) -> dict[str, Any]:
+def _teacher_row(arch: str, kind: str, r: RunResult, test_acc: float) -> dict[str, Any]:
     """A teacher's accuracy on test, of the checkpoint it released to its students (best on
     validation when it had a validation split), plus that checkpoint's evaluation-split accuracy."""
-    return {"teacher_arch": arch, "kind": kind, "accuracy": scores[r.run_id],
+    return {"teacher_arch": arch, "kind": kind, "accuracy": test_acc,
             "eval_acc": released_acc(r), "checkpoint": "best" if r.eval_split == "val" else "last",
             "eval_split": r.eval_split, "run_id": r.run_id, "status": r.status}
 
