@@ -103,3 +103,15 @@ def test_leaderboard_command_writes_the_board_and_names_bad_specs(tmp_path: Path
     assert {row["defence"] for row in saved["rows"]} == {"none", "labels"}
     r = runner.invoke(app, ["leaderboard", "nope", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "defences-cifar10-cpu" in r.output and "defences-demo" in r.output
+
+
+def test_a_broken_leaderboard_file_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nattacks: [\n")
+    with pytest.raises(ConfigError, match="leaderboard .* is not valid YAML"):
+        load_leaderboard(bad)
+    with pytest.raises(ConfigError, match="leaderboard file .* does not exist"):
+        load_leaderboard(tmp_path / "missing.yaml")
+    bad.write_text(yaml.safe_dump({"name": "x", "attacks": [], "defences": [{"name": "none"}]}))
+    with pytest.raises(ConfigError, match="invalid leaderboard .*attacks"):
+        load_leaderboard(bad)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from undistill.defences.base import KNOWN_CLASSES, DefenceConfig
 from undistill.optim import OptimConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -327,6 +329,39 @@ def load_config(path: Path | None, overrides: list[str] | None = None,
         data = _merge(data, loaded)
     apply_overrides(data, list(overrides or []))
     return parse_config(data)
+
+
+def builtin_specs(package: str) -> list[str]:
+    """Names of the YAML specs shipped in ``package`` (the suites, the leaderboards)."""
+    from importlib import resources
+
+    return sorted(f.name[:-5] for f in resources.files(package).iterdir() if f.name.endswith(".yaml"))
+
+
+def load_spec(name_or_path: str | Path, package: str, kind: str, model: type[M]) -> M:
+    """A built-in ``kind`` of ``package`` by name, or a YAML file by path, validated into ``model``;
+    a missing file, an unknown name, bad YAML and bad fields are ConfigErrors naming them."""
+    from importlib import resources
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ConfigError(f"{kind} file {path} does not exist")
+        text = path.read_text()
+    else:
+        f = resources.files(package) / f"{name_or_path}.yaml"
+        if not f.is_file():
+            raise ConfigError(f"unknown {kind} {str(name_or_path)!r}; built-in: "
+                              f"{', '.join(builtin_specs(package))} (or give a YAML path)")
+        text = f.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{kind} {name_or_path} is not valid YAML: {e}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid {kind} {name_or_path}: {_format(e)}") from None
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

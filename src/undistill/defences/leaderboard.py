@@ -21,17 +21,15 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from undistill import recipes
 from undistill.analysis import test_accuracy
-from undistill.config import ConfigError, RunConfig, Runtime, _format
+from undistill.config import ConfigError, RunConfig, Runtime, builtin_specs, load_spec
 from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
 from undistill.engine import train_run
@@ -107,27 +105,13 @@ class LeaderboardSpec(_Strict):
 
 
 def builtin_leaderboards() -> list[str]:
-    return sorted(f.name[:-5] for f in resources.files("undistill.defences").iterdir()
-                  if f.name.endswith(".yaml"))
+    return builtin_specs("undistill.defences")
 
 
 def load_leaderboard(name_or_path: str | Path) -> LeaderboardSpec:
-    """A built-in leaderboard (``defences-demo``) by name, or a YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.exists():
-            raise ConfigError(f"leaderboard file {path} does not exist")
-        text = path.read_text()
-    else:
-        f = resources.files("undistill.defences") / f"{name_or_path}.yaml"
-        if not f.is_file():
-            raise ConfigError(f"unknown leaderboard {name_or_path!r} (built-in: "
-                              f"{', '.join(builtin_leaderboards())}; or a YAML path)")
-        text = f.read_text()
-    try:
-        return LeaderboardSpec.model_validate(yaml.safe_load(text))
-    except ValidationError as e:
-        raise ConfigError(f"invalid leaderboard {name_or_path}: {_format(e)}") from None
+    """A built-in leaderboard (``defences-demo``, ``defences-cifar10-cpu``) by name, or a YAML
+    file by path."""
+    return load_spec(name_or_path, "undistill.defences", "leaderboard", LeaderboardSpec)
 
 
 @dataclass

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from undistill.config import ConfigError, _format
+from undistill.config import builtin_specs, load_spec
 from undistill.methods import method_names, stealing_methods
 from undistill.suites.paper import TABLE1_COLUMNS
 
@@ -192,28 +190,9 @@ class SuiteSpec(_Strict):
 
 
 def builtin_suites() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("undistill.suites").iterdir()
-                  if p.name.endswith(".yaml"))
+    return builtin_specs("undistill.suites")
 
 
 def load_suite(name_or_path: str | Path) -> SuiteSpec:
     """A built-in suite by name, or a YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
-            raise ConfigError(f"suite file {path} does not exist")
-        text = path.read_text()
-    else:
-        f = resources.files("undistill.suites") / f"{name_or_path}.yaml"
-        if not f.is_file():
-            raise ConfigError(f"unknown suite {name_or_path!r}; built-in: "
-                              f"{', '.join(builtin_suites())} (or give a YAML path)")
-        text = f.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"suite {name_or_path} is not valid YAML: {e}") from None
-    try:
-        return SuiteSpec.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"invalid suite {name_or_path}: {_format(e)}") from None
+    return load_spec(name_or_path, "undistill.suites", "suite", SuiteSpec)
