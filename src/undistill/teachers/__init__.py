@@ -1,7 +1,9 @@
-"""Teachers from anywhere: run directories, TorchScript, torch.export, ONNX, state_dicts, URLs.
+"""Teachers from anywhere: run directories, TorchScript, torch.export, ONNX, state_dicts, URLs,
+and ``nn.Module`` objects in memory (``Teacher.from_module``).
 
-See ``docs/teachers.md``. :class:`Teacher` is the one abstraction (``logits(x)``,
-``num_classes``, ``input_spec``, ``identity``); :func:`open_source` opens any path or URL.
+See ``docs/teachers.md`` (its trust model says what opening each kind can run).
+:class:`Teacher` is the one abstraction (``logits(x)``, ``num_classes``, ``input_spec``,
+``identity``); :func:`open_source` opens any path or URL.
 """
 
 from undistill.teachers.base import BudgetExhausted, Teacher, TeacherError, TeacherProtocol

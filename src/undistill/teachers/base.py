@@ -54,12 +54,15 @@ class Teacher(nn.Module):
     """A frozen model from outside this toolkit's runs (or a run, for serving and auditing).
 
     Construct with :meth:`open` (detects the kind from the source), or ``from_torchscript``,
-    ``from_export``, ``from_onnx``, ``from_state_dict``, ``from_url``, ``from_run``.
+    ``from_export``, ``from_onnx``, ``from_state_dict``, ``from_url``, ``from_run``, and an
+    ``nn.Module`` in memory with ``from_module``.
     """
 
     kind: ClassVar[str] = ""
 
     def __init__(self, source: str, spec: InputSpec | None = None) -> None:
+        if not isinstance(source, str | Path):
+            raise _not_a_source(source)
         super().__init__()
         self.source = str(source)
         self.spec = spec or InputSpec()
@@ -237,11 +240,15 @@ class Teacher(nn.Module):
     # ---------------------------------------------------------------- constructors
     @classmethod
     def open(cls, source: str | Path, spec: InputSpec | dict[str, Any] | None = None,
-             arch: str | None = None, width: float = 1.0, **client: Any) -> Teacher:
+             arch: str | None = None, width: float = 1.0, *, trust_factory: bool = False,
+             **client: Any) -> Teacher:
         """Open any source; see :func:`undistill.teachers.sources.open_source`."""
         from undistill.teachers.sources import open_source
 
-        return open_source(str(source), spec, arch=arch, width=width, **client)
+        if not isinstance(source, str | Path):
+            raise _not_a_source(source)
+        return open_source(str(source), spec, arch=arch, width=width, trust_factory=trust_factory,
+                           **client)
 
     @classmethod
     def from_torchscript(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None
@@ -277,11 +284,62 @@ class Teacher(nn.Module):
         return RemoteTeacher(url, _spec(None, spec), **client)
 
     @classmethod
+    def from_module(cls, model: nn.Module, spec: InputSpec | dict[str, Any] | None = None, *,
+                    name: str | None = None) -> Teacher:
+        """An ``nn.Module`` in memory (put in eval mode and frozen), asked on its own device; its
+        ``source`` is ``name`` (default ``module:ClassName``). It cannot go into a run config."""
+        if not isinstance(model, nn.Module):
+            raise TeacherError(f"Teacher.from_module: got {type(model).__name__}, not an nn.Module "
+                               f"(open files and URLs with Teacher.open)")
+        return ModuleTeacher(model, _spec(None, spec), name=name)
+
+    @classmethod
     def from_run(cls, path: str | Path, runs_dir: Path | None = None,
                  data_root: Path | None = None) -> Teacher:
         from undistill.teachers.sources import RunTeacher
 
         return RunTeacher(Path(path), runs_dir=runs_dir, data_root=data_root)
+
+
+class ModuleTeacher(Teacher):
+    """An ``nn.Module`` in memory (:meth:`Teacher.from_module`); identity ``module:`` + SHA-256 of
+    its class's qualified name and its state_dict (names, dtypes, shapes, bytes), taken when first
+    asked: the module must not change afterwards."""
+
+    kind = "module"
+
+    def __init__(self, model: nn.Module, spec: InputSpec | None = None, name: str | None = None
+                 ) -> None:
+        cls = type(model)
+        super().__init__(name or f"module:{cls.__qualname__}", spec)
+        self.model = model.eval().requires_grad_(False)
+        self._class = f"{cls.__module__}.{cls.__qualname__}"
+
+    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+        dev = next(iter(self.model.parameters()), next(iter(self.model.buffers()), x)).device
+        with torch.no_grad():
+            return self.model(x.to(dev)).float()
+
+    @property
+    def identity(self) -> str:
+        if self._digest is None:
+            h = hashlib.sha256(self._class.encode())
+            for key, t in self.model.state_dict().items():
+                t = t.detach().cpu().contiguous()
+                h.update(f"\0{key}\0{t.dtype}\0{list(t.shape)}\0".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._digest = f"module:{h.hexdigest()[:24]}"
+        return self._digest
+
+    def config(self) -> ExternalTeacherConfig:
+        raise TeacherError(f"{self.source}: an in-memory module cannot go into a run config (it "
+                           f"cannot be opened again); save it (torch.export.save, torch.jit.save) "
+                           f"and give the file")
+
+
+def _not_a_source(source: object) -> TeacherError:
+    return TeacherError(f"a teacher's source is a path or URL, not a {type(source).__name__}; for "
+                        f"an nn.Module in memory use Teacher.from_module(model, spec)")
 
 
 def _spec(path: str | Path | None, spec: InputSpec | dict[str, Any] | None) -> InputSpec:

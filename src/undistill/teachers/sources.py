@@ -8,6 +8,7 @@ read with ``weights_only=True`` when ``arch`` is given; a directory -> a run of 
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -83,19 +84,24 @@ class TorchScriptTeacher(Teacher):
 
 
 class ExportTeacher(Teacher):
-    """A ``torch.export`` program (``torch.export.save``), run on the CPU."""
+    """A ``torch.export`` program (``torch.export.save``), run on the CPU; loaded without running
+    any code of the archive (:mod:`undistill.teachers.archive_check`)."""
 
     kind = "export"
 
     def __init__(self, source: str, spec: InputSpec | None = None) -> None:
+        from undistill.teachers.archive_check import load_export, quiet
+
         super().__init__(source, spec)
+        data = _require_file(source).read_bytes()
+        program = load_export(data, source)
+        self._digest = f"{self.kind}:{hashlib.sha256(data).hexdigest()[:24]}"  # the bytes loaded
         try:
-            program = torch.export.load(str(_require_file(source)))
-        except TeacherError:
-            raise
+            with quiet():
+                module = program.module()
         except Exception as e:
             raise TeacherError(f"{source}: not a torch.export program ({type(e).__name__})") from None
-        self.__dict__["_program"] = program.module()  # not a submodule: exported modules refuse eval()
+        self.__dict__["_program"] = module  # not a submodule: exported modules refuse eval()
 
     def _answer(self, x: torch.Tensor) -> torch.Tensor:
         return self._program(x.cpu()).float()
@@ -116,8 +122,9 @@ class OnnxTeacher(Teacher):
         path = _require_file(source)
         try:
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise TeacherError(f"{source}: not an ONNX model ({type(e).__name__})") from None
+        except Exception as e:  # onnxruntime also refuses external data outside the model's folder
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise TeacherError(f"{source}: not an ONNX model ({type(e).__name__}: {first})") from None
         self.__dict__["_session"] = sess
         self._input_name = sess.get_inputs()[0].name
 
@@ -263,8 +270,18 @@ def detect_kind(source: str, arch: str | None = None) -> str:
 
 def open_source(source: str, spec: InputSpec | dict[str, Any] | None = None, *,
                 arch: str | None = None, width: float = 1.0, runs_dir: Path | None = None,
-                data_root: Path | None = None, **client: Any) -> Teacher:
-    """Open a teacher from a path or URL (``client``: options of :class:`RemoteTeacher`)."""
+                data_root: Path | None = None, trust_factory: bool = False, **client: Any
+                ) -> Teacher:
+    """Open a teacher from a path or URL (``client``: options of :class:`RemoteTeacher`).
+
+    A state_dict's architecture is ``arch`` (the caller's), else the ``arch`` of the YAML beside
+    the model; a factory (``package.module:function``, code that runs) named there is refused
+    unless ``trust_factory``."""
+    if not isinstance(source, str | Path):
+        from undistill.teachers.base import _not_a_source
+
+        raise _not_a_source(source)
+    source = str(source)
     kind = detect_kind(source, arch)
     if kind == "run":
         return RunTeacher(Path(source), runs_dir=runs_dir, data_root=data_root)
@@ -276,12 +293,19 @@ def open_source(source: str, spec: InputSpec | dict[str, Any] | None = None, *,
     if kind == "state_dict" and not arch:
         f = spec_file(source)
         extra = read_spec_yaml(f) if f else {}
-        arch, width = extra.get("arch"), float(extra.get("width", width))
+        arch, width = extra.get("arch"), extra.get("width", width)
+        if not isinstance(arch, str | None) or not isinstance(width, int | float):
+            raise TeacherError(f"{f}: arch must be a name and width a number")
+        if arch and ":" in arch and not trust_factory:
+            raise TeacherError(f"{f}: the YAML beside the model names a factory {arch!r} as its "
+                               f"architecture, which runs code; if you trust it pass "
+                               f"--trust-factory (CLI) / trust_factory=True (Python), or give the "
+                               f"architecture with --teacher-arch")
     return {
         "torchscript": lambda: TorchScriptTeacher(source, file_spec),
         "export": lambda: ExportTeacher(source, file_spec),
         "onnx": lambda: OnnxTeacher(source, file_spec),
-        "state_dict": lambda: StateDictTeacher(source, file_spec, arch=arch or "", width=width),
+        "state_dict": lambda: StateDictTeacher(source, file_spec, arch=arch or "", width=float(width)),
     }[kind]()
 
 
