@@ -6,9 +6,10 @@ hard-label attack (by default) against the teacher, each with ``budget`` images 
 accuracy-vs-queries curve (the first method at several smaller budgets), and writes:
 
 * ``out/audit.json``: ``teacher`` (its accuracy on the test set, identity), ``attacks`` (a list of
-  ``{method, arch, accuracy, agreement, queries}``; accuracy of the student's *last* checkpoint on
-  the test set, agreement = top-1 agreement with the teacher on the test set, queries = images the
-  attack may send), ``curve`` and the ``verdict``;
+  ``{method, arch, accuracy, agreement, queries, run_id, run_dir}``; accuracy of the student's
+  *last* checkpoint on the test set, agreement = top-1 agreement with the teacher on the test set,
+  queries = images the attack may send, ``run_dir`` the student's run folder, named ``run_id``),
+  ``curve`` (the same per budget) and the ``verdict``;
 * ``out/report.md`` with the verdict, the table and the curve (``out/curve.png``).
 
 The smaller budgets' transfer sets are prefixes of the larger one's (one fixed permutation), and
@@ -18,6 +19,9 @@ outside the budget (and cached too).
 
 Verdict: *stealable* when the best attack's accuracy is within ``margin`` points (default 5) of the
 teacher's, else *not stolen at this budget*.
+
+Every argument is checked before the teacher is opened (:func:`check_arguments`): a bad one is a
+ConfigError naming it, and nothing is queried, trained or written.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import torch
 
 from undistill.checkpoint import atomic_write_json
-from undistill.config import InputSpec, Runtime
+from undistill.config import ConfigError, InputSpec, Runtime
 from undistill.teachers import Teacher
 from undistill.teachers.remote import QueryBudget, RemoteTeacher
 
@@ -42,6 +46,47 @@ def curve_budgets(budget: int, points: int = 4) -> list[int]:
     return sorted({max(2, budget // (2 ** i)) for i in range(points)})
 
 
+def attack_methods() -> list[str]:
+    """The registered methods an audit can run: they learn from one teacher, without labels."""
+    from undistill.methods import method_names
+
+    return method_names(lambda cls: cls.needs_teacher() and not cls.makes_teacher
+                        and not cls.needs_labels)
+
+
+def check_methods(methods: list[str]) -> None:
+    """A ConfigError unless ``methods`` are attacks (:func:`attack_methods`), each once."""
+    known = attack_methods()
+    if not methods:
+        raise ConfigError("methods: give at least one attack")
+    for i, m in enumerate(methods):
+        if m not in known:
+            raise ConfigError(f"methods: {m!r} is not an attack (one that learns from the "
+                              f"teacher's answers, without labels); known: {', '.join(known)}")
+        if m in methods[:i]:
+            raise ConfigError(f"methods: {m!r} is given twice")
+
+
+def check_arguments(budget: int, curve_points: int, methods: list[str], epochs: int | None,
+                    width: float, margin: float, device: str, client: dict[str, Any]) -> None:
+    """A ConfigError naming the first bad argument of :func:`audit`, before any work."""
+    from undistill.engine import select_device
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(budget >= 2, f"budget: must be at least 2 (one image goes to the probe), got {budget}")
+    need(curve_points >= 1, f"curve_points: must be at least 1, got {curve_points}")
+    need(epochs is None or epochs >= 1, f"epochs: must be at least 1, got {epochs}")
+    need(0 < width <= 4, f"width: must be in (0, 4] (as a run config's), got {width}")
+    need(margin >= 0, f"margin: must be at least 0 (accuracy points), got {margin}")
+    check_methods(methods)
+    need(client.get("api_key") != "", "api_key: empty; an empty key would send no "
+         "credentials (give None for a teacher without authentication)")
+    select_device(device)  # a ConfigError for a device this machine lacks
+
+
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return 100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item()
 
@@ -53,8 +98,12 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
           sets: list[str] | None = None, margin: float = 5.0, device: str = "auto",
           progress: bool = False, runs_dir: Path | None = None,
           spec: InputSpec | dict[str, Any] | None = None, teacher_arch: str | None = None,
-          teacher_width: float = 1.0, **client: Any) -> dict[str, Any]:
-    """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``."""
+          teacher_width: float = 1.0, trust_factory: bool = False, **client: Any) -> dict[str, Any]:
+    """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``.
+
+    ``trust_factory``: a YAML file beside a state_dict may name a factory
+    ``package.module:function`` as its architecture (that code runs); ``client``: options of a
+    URL teacher (:class:`~undistill.teachers.remote.RemoteTeacher`)."""
     from undistill.analysis import predict_logits
     from undistill.engine import select_device
     from undistill.executor import LocalExecutor
@@ -66,10 +115,9 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     out = Path(out)
     runs_dir = Path(runs_dir or out / "runs")
     methods = list(methods)
-    if not methods:
-        raise ValueError("methods: give at least one attack")
+    check_arguments(budget, curve_points, methods, epochs, width, margin, device, client)
     t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
-                     budget=budget, **client)
+                     budget=budget, trust_factory=trust_factory, **client)
     ds = get_dataset(dataset, data_root)
     budgets = curve_budgets(budget, curve_points)
     curve_method = methods[0]
@@ -87,7 +135,11 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress)
     # the largest budget first: smaller transfer sets are its prefixes, answered from the cache
     order = sorted(plans, key=lambda k: -k[1])
-    LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
+    results = LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
+
+    def where(cfg: Any) -> dict[str, str]:  # the folder the run was trained in (data bound)
+        res = results[cfg.run_id]
+        return {"run_id": res.run_id, "run_dir": str(res.run_dir)}
 
     dev = select_device(device)
     if isinstance(t, RemoteTeacher):  # the owner's evaluation: outside the attack's budget
@@ -110,11 +162,12 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     for m in methods:
         acc, agr = score(plans[(m, budget)])
         attacks.append({"method": m, "arch": arch, "accuracy": acc, "agreement": agr,
-                        "queries": budget, "run_id": plans[(m, budget)].run_id})
+                        "queries": budget, **where(plans[(m, budget)])})
     curve = []
     for b in budgets:
         acc, agr = score(plans[(curve_method, b)])
-        curve.append({"method": curve_method, "queries": b, "accuracy": acc, "agreement": agr})
+        curve.append({"method": curve_method, "queries": b, "accuracy": acc, "agreement": agr,
+                      **where(plans[(curve_method, b)])})
     best = max(attacks, key=lambda a: a["accuracy"])
     stolen = best["accuracy"] >= t_acc - margin
     verdict = (f"stealable: with {budget} queries, {best['method']} reaches "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from undistill import cli_checks, errors
 from undistill import cli_teachers as ct
-from undistill import errors
 from undistill.config import Runtime
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -64,9 +64,10 @@ def fail(msg: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(reword: Callable[[str], str] = str) -> Iterator[None]:
     """A user's mistake (:data:`undistill.api.USER_ERRORS`, which adds the recipes' ValueErrors
-    to what :mod:`undistill.errors` knows) -> one line, exit 2; ``--debug`` lets it through."""
+    to what :mod:`undistill.errors` knows) -> one line (``reword``-ed), exit 2; ``--debug`` lets
+    it through."""
     from undistill.api import USER_ERRORS
 
     shared = sys.modules.get("undistill.ray_executor")  # only a ray run can raise it
@@ -76,7 +77,7 @@ def user_errors() -> Iterator[None]:
     except known as e:
         if errors.debugging():
             raise
-        fail(errors.describe(e))
+        fail(reword(errors.describe(e)))
 
 
 def _stealing_methods() -> str:
@@ -303,6 +304,7 @@ def steal(
     teacher_width: ct.TeacherWidth = 1.0, api_key_env: ct.ApiKeyEnv = None,
     concurrency: ct.Concurrency = 4, rate: ct.Rate = None, timeout: ct.Timeout = 30.0,
     retries: ct.Retries = 5, request_batch: ct.RequestBatch = 64,
+    trust_factory: ct.TrustFactory = False,
 ) -> None:
     """Train a stealing student from one teacher or an ensemble (every method of Table 1)."""
     from undistill import api
@@ -310,14 +312,13 @@ def steal(
     if teacher is not None or not teachers:
         if teacher is None or teachers:
             fail("give teacher run directories, or one --teacher model file or URL")
-        try:
+        with user_errors(ct.cli_words):
             res = ct.steal_external(
                 teacher, dataset, arch, method, budget, width, labels, seed, sets,
                 runs_dir or Path("runs"), data_root, device, progress,
                 ct.spec_from(spec_file, *[None] * 7), teacher_arch, teacher_width,
-                ct.client_from(api_key_env, concurrency, rate, timeout, retries, request_batch))
-        except ct.cli_errors() as e:
-            fail(str(e))
+                ct.client_from(api_key_env, concurrency, rate, timeout, retries, request_batch),
+                trust_factory)
         _print_result(f"{method} student {arch}", res)
         return
     with user_errors():
@@ -548,6 +549,7 @@ def search(
 
 
 ct.register(app)
+cli_checks.guard(app)  # every command's arguments checked before it runs (undistill.cli_checks)
 errors.guard(app)  # one error boundary for every command (undistill.errors), registered last
 
 

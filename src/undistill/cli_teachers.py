@@ -3,10 +3,11 @@
 Registered on the main app by :func:`register` (no postponed annotations here: typer reads the
 nested commands' annotations at registration); the options describing a teacher (its input
 conventions, its architecture for a state_dict, the black-box client) are shared by all three.
+Their values are range-checked before a command runs (:mod:`undistill.cli_checks`); errors are
+one line through ``undistill.cli.user_errors`` (``--debug``: the traceback).
 """
 
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,19 @@ Rate = Annotated[float | None, typer.Option(help="requests per second at most (U
 Timeout = Annotated[float, typer.Option(help="seconds per request (URL teachers)")]
 Retries = Annotated[int, typer.Option(help="retries per failed request (URL teachers)")]
 RequestBatch = Annotated[int, typer.Option("--request-batch", help="images per request")]
+TrustFactory = Annotated[bool, typer.Option("--trust-factory", help="allow a YAML file beside the "
+                                            "model to name a factory package.module:function as "
+                                            "its architecture (this runs that code)")]
+
+#: the library's words for a teacher's options -> this command line's flags
+CLI_WORDS = {"(--arch:": "(--teacher-arch:", "(arch:": "(--teacher-arch:"}
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the library's option names as this command line spells them."""
+    for lib, cli in CLI_WORDS.items():
+        message = message.replace(lib, cli)
+    return message
 
 
 def spec_from(spec_file: Path | None, input_size: int | None, input_channels: int | None,
@@ -45,10 +59,12 @@ def spec_from(spec_file: Path | None, input_size: int | None, input_channels: in
     d: dict[str, Any] = read_spec_yaml(spec_file) if spec_file is not None else {}
 
     def floats(name: str, v: str) -> list[float]:
+        from undistill.config import ConfigError
+
         try:
             return [float(x) for x in v.split(",")]
         except ValueError:
-            raise typer.BadParameter(f"--{name}: {v!r} is not comma-separated numbers") from None
+            raise ConfigError(f"--{name}: {v!r} is not comma-separated numbers") from None
 
     flags = {"image_size": input_size, "channels": input_channels, "channel_order": channel_order,
              "mean": floats("mean", mean) if mean else None,
@@ -60,31 +76,17 @@ def spec_from(spec_file: Path | None, input_size: int | None, input_channels: in
 
 def client_from(api_key_env: str | None, concurrency: int, rate: float | None, timeout: float,
                 retries: int, request_batch: int) -> dict[str, Any]:
+    from undistill.cli_checks import api_key
+
     c: dict[str, Any] = {"concurrency": concurrency, "rate": rate, "timeout": timeout,
                          "retries": retries, "batch_size": request_batch}
-    if api_key_env:
-        if api_key_env not in os.environ:
-            raise typer.BadParameter(f"--api-key-env: ${api_key_env} is not set")
-        c["api_key"] = os.environ[api_key_env]
+    if (key := api_key(api_key_env)) is not None:
+        c["api_key"] = key
     return c
 
 
-def cli_errors() -> tuple[type[BaseException], ...]:
-    """The errors a command reports as one line (bad input, not bugs)."""
-    from undistill.checkpoint import CheckpointError
-    from undistill.config import ConfigError
-    from undistill.data import DatasetError
-    from undistill.engine import TrainingDiverged
-    from undistill.teachers import TeacherError
-
-    return (TeacherError, ConfigError, DatasetError, CheckpointError, TrainingDiverged, ValueError,
-            typer.BadParameter)
-
-
 def register(app: typer.Typer) -> None:
-    from undistill.cli import DataRoot, Device, Sets, fail, out
-
-    errors = cli_errors
+    from undistill.cli import DataRoot, Device, Sets, out, user_errors
 
     @app.command()
     def serve(
@@ -107,19 +109,21 @@ def register(app: typer.Typer) -> None:
         channel_order: Order = None, mean: Mean = None, std: Std = None,
         num_classes: Classes = None, outputs: Outputs = None,
         teacher_arch: TeacherArch = None, teacher_width: TeacherWidth = 1.0,
-        data_root: DataRoot = None,
+        data_root: DataRoot = None, trust_factory: TrustFactory = False,
     ) -> None:
         """Serve a teacher over the Open Inference Protocol (KServe v2) behind an output policy."""
+        from undistill.cli_checks import api_key
         from undistill.runs import get_dataset
         from undistill.serve import make_policy
         from undistill.serve import serve as run_server
         from undistill.teachers import open_source
 
-        try:
+        with user_errors(cli_words):
+            key = api_key(api_key_env)
             spec = spec_from(spec_file, input_size, input_channels, channel_order, mean, std,
                              num_classes, outputs)
             t = open_source(teacher, spec, arch=teacher_arch, width=teacher_width,
-                            data_root=data_root)
+                            data_root=data_root, trust_factory=trust_factory)
             if dataset is not None and t.kind != "run":
                 t.bind_dataset(get_dataset(dataset, data_root))
             t.probe()
@@ -130,11 +134,6 @@ def register(app: typer.Typer) -> None:
                 policy = f"defence {defence}"
             else:
                 pol = make_policy(policy, top_k, decimals)
-        except errors() as e:
-            fail(str(e))
-        key = os.environ.get(api_key_env) if api_key_env else None
-        if api_key_env and key is None:
-            fail(f"--api-key-env: ${api_key_env} is not set")
         out.print(f"serving {t.kind} teacher {t.identity} at http://{host}:{port}/v2/models/{name} "
                   f"(policy {policy})", markup=False)
         run_server(t, host, port, name=name, policy=pol, api_key=key,
@@ -155,6 +154,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
         data_root: DataRoot = None,
         device: Device = "auto",
+        trust_factory: TrustFactory = False,
     ) -> None:
         """Accuracy, softmax peaks, entropy (and KL to a reference) of any teacher on a test split."""
         import json
@@ -164,18 +164,17 @@ def register(app: typer.Typer) -> None:
         from undistill.stealing import open_teacher
         from undistill.teachers.measure import measure
 
-        try:
+        with user_errors(cli_words):
             spec = spec_from(spec_file, input_size, input_channels, channel_order, mean, std,
                              num_classes, outputs)
-            client = client_from(api_key_env, 4, None, 30.0, 5, 64)
+            client = {**client_from(api_key_env, 4, None, 30.0, 5, 64),
+                      "trust_factory": trust_factory}
             t = open_teacher(teacher, dataset, data_root, spec=spec, arch=teacher_arch,
                              width=teacher_width, **client)
             ref = (open_teacher(reference, dataset, data_root, **client)
                    if reference is not None else None)
             row = measure(t, get_dataset(dataset, data_root), ref,
                           temperatures=tuple(temperature or [1.0]), device=select_device(device))
-        except errors() as e:
-            fail(str(e))
         if as_json:
             print(json.dumps(row))
             return
@@ -216,21 +215,22 @@ def register(app: typer.Typer) -> None:
         data_root: DataRoot = None,
         device: Device = "auto",
         progress: Annotated[bool, typer.Option(help="show progress")] = True,
+        trust_factory: TrustFactory = False,
     ) -> None:
         """Can this model be stolen? KD, HTC, Skeptical and hard-label attacks at a query budget."""
         from undistill.audit import audit as run_audit
+        from undistill.cli_checks import split_methods
 
-        try:
+        with user_errors(cli_words):
             spec = spec_from(spec_file, input_size, input_channels, channel_order, mean, std,
                              num_classes, outputs)
             client = client_from(api_key_env, concurrency, rate, timeout, retries, request_batch)
             doc = run_audit(teacher, dataset, arch, budget, out_dir, data_root=data_root,
-                            methods=[m.strip() for m in methods.split(",") if m.strip()],
+                            methods=split_methods(methods),
                             curve_points=curve_points, epochs=epochs, width=width, seed=seed,
                             sets=sets, device=device, progress=progress, runs_dir=runs_dir, spec=spec,
-                            teacher_arch=teacher_arch, teacher_width=teacher_width, **client)
-        except errors() as e:
-            fail(str(e))
+                            teacher_arch=teacher_arch, teacher_width=teacher_width,
+                            trust_factory=trust_factory, **client)
         out.print(f"teacher: {doc['teacher']['accuracy']:.2f}%", markup=False)
         for a in doc["attacks"]:
             out.print(f"{a['method']:>10} {a['arch']}: {a['accuracy']:.2f}% accuracy, "
@@ -243,8 +243,11 @@ def register(app: typer.Typer) -> None:
 def steal_external(source: str, dataset: str | None, arch: str, method: str, budget: int | None,
                    width: float, labels: bool, seed: int, sets: list[str] | None, runs_dir: Path,
                    data_root: Path | None, device: str, progress: bool, spec: dict[str, Any],
-                   teacher_arch: str | None, teacher_width: float, client: dict[str, Any]) -> Any:
-    """``undistill steal --teacher SOURCE``: open, probe, train; returns the RunResult."""
+                   teacher_arch: str | None, teacher_width: float, client: dict[str, Any],
+                   trust_factory: bool = False) -> Any:
+    """``undistill steal --teacher SOURCE``: open, probe, train; returns the RunResult.
+    ``trust_factory`` goes, with the client options, through :func:`undistill.stealing.steal` and
+    ``open_teacher`` to :func:`undistill.teachers.open_source`."""
     from undistill.stealing import steal
 
     if dataset is None:
@@ -252,4 +255,4 @@ def steal_external(source: str, dataset: str | None, arch: str, method: str, bud
     return steal(source, dataset, arch, method, budget=budget, data_root=data_root,
                  runs_dir=runs_dir, width=width, labels=labels, seed=seed, sets=sets,
                  device=device, progress=progress, spec=spec, teacher_arch=teacher_arch,
-                 teacher_width=teacher_width, **client)
+                 teacher_width=teacher_width, trust_factory=trust_factory, **client)

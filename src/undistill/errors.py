@@ -40,7 +40,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     found: list[type[BaseException]] = [ConfigError, DatasetError, CheckpointError, TrainingDiverged,
                                         SafetensorError, OSError]
-    for module, name in (("undistill.figures", "ReportError"), ("undistill.search", "SearchError")):
+    for module, name in (("undistill.figures", "ReportError"), ("undistill.search", "SearchError"),
+                         ("undistill.teachers.base", "TeacherError")):
         mod = sys.modules.get(module)  # only a command that used the module can raise its error
         if mod is not None and hasattr(mod, name):
             found.append(getattr(mod, name))

@@ -38,9 +38,16 @@ __all__ = [
 ]
 
 
+def check_name(name: str) -> str:
+    """``name`` if it is a dataset; else a DatasetError listing the known ones."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS.names())}")
+    return name
+
+
 def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
     """Load dataset ``name`` from ``root`` (None: the loader's default location, if any)."""
-    loader = DATASETS.get(name)
+    loader = DATASETS.get(check_name(name))
     return loader(Path(root).expanduser() if root is not None else None)
 
 
@@ -53,5 +60,5 @@ def dataset_fingerprint(name: str, root: str | Path | None = None) -> str:
     path = Path(root).expanduser() if root is not None else None
     if name in FINGERPRINTS:
         return FINGERPRINTS.get(name)(path)
-    DATASETS.get(name)  # an unknown name fails here, as it would when loading
+    check_name(name)  # an unknown name fails here, as it would when loading
     return fingerprint_tree(path) if path is not None else ""
