@@ -262,7 +262,8 @@ def detect_kind(source: str, arch: str | None = None) -> str:
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
             return "torchscript"
         raise TeacherError(f"{source}: a state_dict, not a whole model; give its architecture "
-                           f"(--arch: a zoo name or package.module:function)")
+                           f"(--teacher-arch, or arch= in Python: a zoo name or "
+                           f"package.module:function)")
     raise TeacherError(f"{source}: unknown model file type {suffix or '(no suffix)'!r}; known: .pt, "
                        f".ts (TorchScript), .pt2 (torch.export), .onnx, .safetensors / .pt with an "
                        f"architecture, a run directory, or an http(s) URL")
