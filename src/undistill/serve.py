@@ -1,10 +1,19 @@
 """Serve any teacher over the Open Inference Protocol (KServe v2), behind an output policy.
 
-Routes: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2/models/{name}`` (metadata),
-``GET /v2/models/{name}/stats`` (images answered), ``POST /v2/models/{name}/infer``. Inputs are
-FP32 ``[N, C, H, W]`` in the model's own conventions (its input spec); the answer is one FP32
-output ``probabilities`` ``[N, C]`` after the output policy. Requests larger than
-``max_request_bytes`` get 413, a missing or wrong API key 401, malformed requests 400.
+Routes: ``GET /v2/health/live`` and ``GET /v2/health/ready``, open to all (probes); behind the API
+key when one is set (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; 401 otherwise):
+``GET /v2`` (server metadata: name, version, extensions), ``GET /v2/models/{name}`` (metadata),
+``GET /v2/models/{name}/ready``, ``GET /v2/models/{name}/stats`` (images answered) and ``POST
+/v2/models/{name}/infer``. Inputs are FP32 ``[N, C, H, W]`` in the model's own conventions (its
+input spec), as JSON or binary tensor data (:mod:`undistill.oip`); the answer is one FP32 output
+``probabilities`` ``[N, C]`` after the output policy, binary when the request asks for it.
+
+Limits (:mod:`undistill.serve_limits`): a body over ``max_request_bytes`` gets 413 (unread when
+Content-Length says so, else as soon as the running count passes it); bodies being read or
+answered are bounded by ``max_inflight_bytes`` together (503 with ``Retry-After``); a body must
+arrive within ``body_timeout`` seconds (408). An error that leaves a body unread closes the
+connection. Malformed requests (NaN/inf values included) get a 400 JSON error and are not counted
+in the stats. An empty API key is refused (ValueError), never read as "no key".
 
 An output policy is a function ``probs [N, C] -> probs [N, C]`` (:data:`POLICIES`: ``full``,
 ``top-k``, ``round``, ``labels``); every output defence of ``undistill.defences`` is one too (a
@@ -15,7 +24,7 @@ defence that reads the queries, MAD, gets the request's images). The optional ex
 from __future__ import annotations
 
 import hmac
-import json
+import logging
 import socket
 import threading
 import time
@@ -23,13 +32,30 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
+from undistill.oip import (
+    BINARY_EXTENSION,
+    OUTPUT,
+    RequestError,
+    encode_response,
+    parse_infer_request,
+)
+from undistill.serve_limits import (
+    BodyError,
+    InflightBytes,
+    Reservation,
+    check_options,
+    check_port,
+    read_body,
+)
 from undistill.teachers.base import Teacher
 from undistill.teachers.remote import input_key
 
 OutputPolicy = Callable[[torch.Tensor], torch.Tensor]
+#: Routes answered without the API key (liveness and readiness probes).
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+log = logging.getLogger(__name__)
 
 
 def full() -> OutputPolicy:
@@ -94,33 +120,68 @@ class ServeStats:
             self.per_input.update(keys)
 
 
+class _RequireKey:
+    """ASGI middleware: 401 for every request without the API key, except the health checks."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    def authorised(self, scope: Any) -> bool:
+        headers = dict(scope["headers"])
+        got = headers.get(b"authorization", b"")
+        token = got[7:] if got[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+        return hmac.compare_digest(token, self.key)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self.authorised(scope):
+            response = _error(401, "missing or wrong API key", close=True,
+                              headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _error(status: int, msg: str, close: bool = False, headers: dict[str, str] | None = None) -> Any:
+    """A JSON error; ``close``: hang up after it (a body left unread is not read)."""
+    from starlette.responses import JSONResponse
+
+    extra = {**(headers or {}), **({"Connection": "close"} if close else {})}
+    return JSONResponse({"error": msg}, status_code=status, headers=extra)
+
+
 def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | None = None,
                api_key: str | None = None, max_request_bytes: int = 16 << 20,
+               max_inflight_bytes: int | None = None, body_timeout: float = 60.0,
                stats: ServeStats | None = None) -> Any:
-    """A Starlette app answering for ``teacher`` (probed: its input spec must be complete)."""
+    """A Starlette app answering for ``teacher`` (probed: its input spec must be complete).
+
+    ``max_inflight_bytes`` (default 4 x ``max_request_bytes``) bounds the bodies being read or
+    answered at once; ``body_timeout`` (s) the time a body may take to arrive. ValueError naming
+    the option for an empty ``api_key`` or limits out of range.
+    """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
+    max_request_bytes, max_inflight_bytes, body_timeout = check_options(
+        api_key, max_request_bytes, max_inflight_bytes, body_timeout)
     policy = policy or full()
     stats = stats or ServeStats()
+    inflight = InflightBytes(max_inflight_bytes)
     spec = teacher.spec
     if spec.channels is None or spec.image_size is None or spec.num_classes is None:
         teacher.probe()
         spec = teacher.spec
+    image_shape = (int(spec.channels or 0), int(spec.image_size or 0), int(spec.image_size or 0))
     lock = threading.Lock()  # one forward at a time: models are not all thread-safe
 
-    def error(status: int, msg: str) -> JSONResponse:
-        return JSONResponse({"error": msg}, status_code=status)
-
-    def authorised(request: Request) -> bool:
-        if api_key is None:
-            return True
-        got = request.headers.get("authorization", "")
-        token = got[7:] if got.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        return hmac.compare_digest(token.encode(), api_key.encode())
+    def unknown(request: Request) -> JSONResponse | None:
+        model = request.path_params["model"]
+        return None if model == name else _error(404, f"unknown model {model[:100]!r}", close=True)
 
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"live": True})
@@ -128,24 +189,24 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"ready": True})
 
-    def known(request: Request) -> bool:
-        return request.path_params["model"] == name
+    async def server_metadata(request: Request) -> JSONResponse:
+        from undistill import __version__
+
+        return JSONResponse({"name": "undistill", "version": __version__,
+                             "extensions": [BINARY_EXTENSION, "statistics"]})
+
+    async def model_ready(request: Request) -> JSONResponse:
+        return unknown(request) or JSONResponse({"name": name, "ready": True})
 
     async def metadata(request: Request) -> JSONResponse:
-        if not known(request):
-            return error(404, f"unknown model {request.path_params['model']!r}")
-        return JSONResponse({
+        return unknown(request) or JSONResponse({
             "name": name, "platform": f"undistill/{teacher.kind}",
-            "inputs": [{"name": "input", "datatype": "FP32",
-                        "shape": [-1, spec.channels, spec.image_size, spec.image_size]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32",
-                         "shape": [-1, spec.num_classes]}]})
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *image_shape]}],
+            "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, spec.num_classes]}]})
 
     async def model_stats(request: Request) -> JSONResponse:
-        if not known(request):
-            return error(404, f"unknown model {request.path_params['model']!r}")
-        return JSONResponse({"model_stats": [{"name": name, "inference_count": stats.images,
-                                              "execution_count": stats.requests}]})
+        return unknown(request) or JSONResponse({"model_stats": [{
+            "name": name, "inference_count": stats.images, "execution_count": stats.requests}]})
 
     def answer(x: torch.Tensor) -> torch.Tensor:
         with lock, torch.no_grad():
@@ -155,41 +216,53 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
             return policy(probs.float(), x)
         return policy(probs.float())
 
-    async def infer(request: Request) -> JSONResponse:
-        if not known(request):
-            return error(404, f"unknown model {request.path_params['model']!r}")
-        if not authorised(request):
-            return error(401, "missing or wrong API key")
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > max_request_bytes:
-            return error(413, f"request of {size} bytes exceeds the limit of {max_request_bytes}")
-        body = await request.body()
-        if len(body) > max_request_bytes:
-            return error(413, f"request exceeds the limit of {max_request_bytes} bytes")
+    def work(body: bytes | bytearray, headers: Any) -> tuple[bytes, dict[str, str]]:
+        req = parse_infer_request(body, headers, image_shape)
         try:
-            doc = json.loads(body)
-            inp = doc["inputs"][0]
-            shape = [int(s) for s in inp["shape"]]
-            if str(inp.get("datatype", "FP32")).upper() != "FP32":
-                return error(400, "input datatype must be FP32")
-            x = torch.tensor(np.asarray(inp["data"], dtype=np.float32).reshape(shape))
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            return error(400, f"malformed inference request: {type(e).__name__}: {e}")
-        want = [spec.channels, spec.image_size, spec.image_size]
-        if x.dim() != 4 or list(x.shape[1:]) != want or x.shape[0] < 1:
-            return error(400, f"input shape {shape}; expected [N, {', '.join(map(str, want))}]")
-        probs = await run_in_threadpool(answer, x)
-        stats.add(x)
-        return JSONResponse({"model_name": name, "outputs": [{
-            "name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
-            "data": probs.reshape(-1).tolist()}]})
+            probs = answer(req.x)
+        except Exception:
+            log.exception("the model failed on a request of shape %s", list(req.x.shape))
+            raise RequestError(500, "the model failed to answer (see the server log)") from None
+        if not torch.isfinite(probs).all():
+            raise RequestError(400, "the model's answer to this input is not finite (inputs far "
+                                    "outside the model's range?)")
+        payload, out_headers = encode_response(name, probs, req.binary_output, req.id)
+        stats.add(req.x)
+        return payload, out_headers
+
+    async def infer(request: Request) -> Response:
+        if (missing := unknown(request)) is not None:
+            return missing
+        held = Reservation(inflight)
+        try:
+            try:
+                body = await read_body(request, max_request_bytes, held, body_timeout)
+            except BodyError as e:
+                return _error(e.status, e.message, close=True, headers=e.headers)
+            except ClientDisconnect:
+                return _error(400, "the client disconnected", close=True)
+            try:
+                payload, headers = await run_in_threadpool(work, body, request.headers)
+            except RequestError as e:
+                return _error(e.status, e.message)
+            return Response(payload, headers=headers)
+        finally:
+            held.release()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # 404 and 405 of the router, as JSON
+        return _error(exc.status_code, str(exc.detail))
 
     app = Starlette(routes=[
         Route("/v2/health/live", live), Route("/v2/health/ready", ready),
-        Route("/v2/models/{model}", metadata), Route("/v2/models/{model}/ready", ready),
+        Route("/v2", server_metadata),
+        Route("/v2/models/{model}", metadata), Route("/v2/models/{model}/ready", model_ready),
         Route("/v2/models/{model}/stats", model_stats),
-        Route("/v2/models/{model}/infer", infer, methods=["POST"])])
+        Route("/v2/models/{model}/infer", infer, methods=["POST"])],
+        middleware=[Middleware(_RequireKey, key=api_key)] if api_key is not None else [],
+        exception_handlers={HTTPException: http_error})
     app.state.stats = stats
+    app.state.inflight = inflight
     return app
 
 
@@ -202,6 +275,7 @@ class BackgroundServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
+        check_port(port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -236,7 +310,8 @@ class BackgroundServer:
 
 
 def serve(teacher: Teacher, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
-    """Serve ``teacher`` until interrupted (``create_app`` options)."""
+    """Serve ``teacher`` until interrupted (``create_app`` options); ValueError for a bad option."""
     import uvicorn
 
+    check_port(port)
     uvicorn.run(create_app(teacher, **app_options), host=host, port=port, log_level="info")
