@@ -409,3 +409,24 @@ def test_a_module_passed_as_a_source_is_refused_in_one_line() -> None:
         Teacher.open(nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(TeacherError, match="not an nn.Module"):
         Teacher.from_module("model.onnx")  # type: ignore[arg-type]
+
+
+def test_a_run_directory_naming_a_factory_needs_trust(tmp_path: Path) -> None:
+    """A stranger's run directory whose config.json names ``os:abort`` is refused before anything
+    is imported or called; with trust_factory the check is skipped (this config is then invalid)."""
+    import json
+
+    from undistill.teachers import open_source
+
+    run = tmp_path / "run"
+    run.mkdir()
+    doc = {"config": {"name": "x", "model": {"arch": "cnn"},
+                      "teachers": [{"model": {"arch": "os:abort"}}]}}
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(TeacherError, match="factory 'os:abort'.*--trust-factory"):
+        open_source(str(run))
+    from undistill.config import ConfigError
+
+    with pytest.raises((TeacherError, ConfigError)) as e:  # past the check: the config is invalid
+        open_source(str(run), trust_factory=True)
+    assert "trust" not in str(e.value)

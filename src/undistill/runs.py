@@ -53,16 +53,33 @@ def read_result(path: Path) -> dict[str, Any]:
     return json.loads((path / RESULT).read_text())
 
 
-def read_run_config(path: Path) -> RunConfig:
-    """The config of a run directory (as written when the run started)."""
+def read_run_config(path: Path, allow_factories: bool = True) -> RunConfig:
+    """The config of a run directory (as written when the run started). With ``allow_factories``
+    false (a run directory from someone else), a config naming a factory ``package.module:function``
+    anywhere as an ``arch`` is refused before anything is imported: a factory runs code."""
     f = Path(path) / CONFIG
     if not f.exists():
         raise CheckpointError(f"{path} is not a run directory: {CONFIG} is missing")
     try:
-        return parse_config(json.loads(f.read_text())["config"])
+        doc = json.loads(f.read_text())["config"]
+        if not allow_factories and (named := factories_named(doc)):
+            raise CheckpointError(f"{f} names the factory {named[0]!r} as an architecture, which runs "
+                                  f"code; if you trust this run pass --trust-factory (CLI) / "
+                                  f"trust_factory=True (Python)")
+        return parse_config(doc)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{f} is not a run config ({type(e).__name__}: {e}); delete the "
                               f"folder {path} to train the run afresh") from None
+
+
+def factories_named(doc: Any) -> list[str]:
+    """Every ``arch`` of a config document (nested teachers, defences included) that is a factory."""
+    if isinstance(doc, dict):
+        own = [doc["arch"]] if isinstance(doc.get("arch"), str) and ":" in doc["arch"] else []
+        return own + [a for v in doc.values() for a in factories_named(v)]
+    if isinstance(doc, list):
+        return [a for v in doc for a in factories_named(v)]
+    return []
 
 
 _FINGERPRINTS: dict[tuple[str, str], str] = {}

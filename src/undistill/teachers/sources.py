@@ -212,14 +212,14 @@ class RunTeacher(Teacher):
 
     kind = "run"
 
-    def __init__(self, path: Path, runs_dir: Path | None = None, data_root: Path | None = None
-                 ) -> None:
+    def __init__(self, path: Path, runs_dir: Path | None = None, data_root: Path | None = None,
+                 trust_factory: bool = False) -> None:
         from undistill.checkpoint import CheckpointError
         from undistill.runs import get_dataset, load_run_model, read_run_config
 
         super().__init__(str(path))
         try:
-            self.run_config = read_run_config(path)
+            self.run_config = read_run_config(path, allow_factories=trust_factory)
             self.model = load_run_model(self.run_config, runs_dir or path.parent, data_root)
         except CheckpointError as e:
             raise TeacherError(str(e)) from None
@@ -285,7 +285,8 @@ def open_source(source: str, spec: InputSpec | dict[str, Any] | None = None, *,
     source = str(source)
     kind = detect_kind(source, arch)
     if kind == "run":
-        return RunTeacher(Path(source), runs_dir=runs_dir, data_root=data_root)
+        return RunTeacher(Path(source), runs_dir=runs_dir, data_root=data_root,
+                          trust_factory=trust_factory)
     if kind == "url":
         from undistill.teachers.remote import RemoteTeacher
 
