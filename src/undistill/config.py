@@ -141,15 +141,26 @@ class ClientConfig(_Strict):
     backoff: float = Field(0.5, ge=0, description="first backoff wait (s), doubling per retry")
     api_key_env: str | None = Field(None, description="environment variable holding the API key "
                                     "(the key itself is never written to a config)")
+    basic_auth_env: str | None = Field(None, description="environment variable holding "
+                                       "'user:password' for HTTP basic auth (never written to a "
+                                       "config; credentials in a URL are taken out of it)")
 
     def options(self) -> dict[str, Any]:
         import os
 
-        d = self.model_dump(exclude={"api_key_env"})
-        if self.api_key_env:
-            if self.api_key_env not in os.environ:
-                raise ValueError(f"client.api_key_env: ${self.api_key_env} is not set")
-            d["api_key"] = os.environ[self.api_key_env]
+        d = self.model_dump(exclude={"api_key_env", "basic_auth_env"})
+        for field, var in (("api_key_env", self.api_key_env), ("basic_auth_env", self.basic_auth_env)):
+            if not var:
+                continue
+            if var not in os.environ:
+                raise ValueError(f"client.{field}: ${var} is not set")
+            if not os.environ[var].strip():
+                raise ValueError(f"client.{field}: ${var} is set but empty")
+            if field == "api_key_env":
+                d["api_key"] = os.environ[var]
+            else:
+                user, _, password = os.environ[var].partition(":")
+                d["auth"] = (user, password)
         return d
 
 
@@ -167,6 +178,21 @@ class ExternalTeacherConfig(_Strict):
     width: float = Field(1.0, gt=0.0, le=4.0)
     spec: InputSpec = Field(default_factory=InputSpec)
     client: ClientConfig = Field(default_factory=ClientConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        """``user:password@`` is taken out of a URL: credentials are never stored in a config (they
+        come from ``client.api_key_env`` / ``client.basic_auth_env``); run ids do not hold sources."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        try:
+            parts = urlsplit(v)
+        except ValueError:  # not a URL (the teacher says so when it is opened)
+            return v
+        if parts.scheme in ("http", "https") and "@" in parts.netloc:
+            return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        return v
 
     @model_validator(mode="after")
     def _arch(self) -> ExternalTeacherConfig:

@@ -4,14 +4,34 @@
 "FP32", "data": [...]}]}``; the answer's first output (or the one named ``probabilities``,
 ``probs``, ``logits`` or ``labels``) is read: an FP32 ``[N, C]`` tensor, or INT labels ``[N]``
 (then one-hot probabilities). Queries go out in request batches of ``batch_size`` images, at most
-``concurrency`` at once, at most ``rate`` requests per second, each with a ``timeout`` and up to
-``retries`` retries with exponential backoff (httpx + tenacity) on connection errors, timeouts,
-429 and 5xx answers; other 4xx answers fail at once with the server's message.
+``concurrency`` at once, at most ``rate`` requests per second, with up to ``retries`` retries with
+exponential backoff (httpx + tenacity) on connection errors, timeouts, 429 and 5xx answers; other
+4xx answers fail at once with the server's message.
 
-Every answer is stored in an :class:`AnswerCache` (SQLite, keyed by the teacher's identity and a
-hash of the input image, committed after each request), so a killed or repeated attack never
-pays twice for an image. A :class:`QueryBudget` caps the images actually sent (cache hits are
-free); a request that would exceed it is never sent (:class:`BudgetExhausted`).
+Nothing the server sends is trusted:
+
+* ``timeout`` is a total deadline per request (connecting, sending and the whole answer): a
+  server that trickles its answer byte by byte times out like a silent one (a retryable failure).
+* An answer is read as a stream and cut off past ``max_answer_bytes`` (default: 64 KiB plus 64
+  bytes per answered value, ``64 KiB + N * num_classes * 64`` for N images; 1000 classes while the
+  count is unknown); a larger answer is an error, not retried.
+* An answer is checked (:func:`parse_answer`) before it is used or cached: valid JSON without
+  NaN/Infinity literals, bounded nesting, ``[N, num_classes]`` finite values, or integer labels
+  in ``[0, num_classes)``. Every failure is a one-line :class:`TeacherError`.
+
+Every checked answer is stored in an :class:`AnswerCache` (SQLite, keyed by the teacher's
+identity and a hash of the input image, committed after each request), so a killed or repeated
+attack never pays twice for an image; a stored row that is no valid answer is dropped and asked
+again. A :class:`QueryBudget` caps the images the server receives: every attempt that may have
+reached it counts, retries included (an HTTP error status, any timeout -- conservatively even one
+that hit while connecting --, a connection broken mid-request, a bad or oversized answer); only
+an attempt that never connected (connection refused, httpx's connect timeout) is given back.
+A request or retry that would exceed the budget is never sent (:class:`BudgetExhausted`); a batch
+is sent only if its first attempts all fit. Cache hits are free.
+
+Credentials: an API key goes in an ``Authorization: Bearer`` header; ``user:password@`` in the URL
+is taken out of it and sent as HTTP basic auth, so the teacher's ``source`` -- its identity, run
+configs, ``describe()``, messages -- never holds them.
 
 The identity of a URL teacher is the URL plus a hash of its answer to the fixed probe
 (:meth:`Teacher.probe_input`): the probe is sent, uncached, each time the teacher is opened, so a
@@ -20,114 +40,108 @@ model retrained behind the same URL gets a new identity and is never answered fr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-import sqlite3
+import json
+import os
+import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import weakref
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import numpy as np
 import torch
-from tenacity import (
-    RetryError,
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, wait_exponential
 
 from undistill.config import InputSpec
-from undistill.teachers.base import BudgetExhausted, Teacher, TeacherError
+from undistill.teachers.answer_cache import AnswerCache, QueryBudget, input_key
+from undistill.teachers.answers import answer_limit, parse_answer
+from undistill.teachers.base import Teacher, TeacherError
 
-OUTPUT_NAMES = ("probabilities", "probs", "logits", "labels", "output")
+__all__ = ["AnswerCache", "QueryBudget", "RemoteTeacher", "answer_limit", "input_key", "parse_answer",
+           "split_credentials"]
 
-
-class QueryBudget:
-    """At most ``limit`` images sent (thread-safe); ``None``: unlimited."""
-
-    def __init__(self, limit: int | None) -> None:
-        if limit is not None and limit < 1:
-            raise TeacherError(f"budget must be at least 1 image, got {limit}")
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def reserve(self, n: int) -> None:
-        with self._lock:
-            if self.limit is not None and self.used + n > self.limit:
-                raise BudgetExhausted(f"query budget of {self.limit} images spent ({self.used} "
-                                      f"sent); {n} more were asked for and not sent")
-            self.used += n
-
-    def release(self, n: int) -> None:
-        """Give back a reservation whose request failed for good (nothing was answered)."""
-        with self._lock:
-            self.used -= n
-
-    @property
-    def left(self) -> int | None:
-        return None if self.limit is None else self.limit - self.used
+T = TypeVar("T")
 
 
-class AnswerCache:
-    """Answers on disk: SQLite (WAL), one row per (teacher identity, input hash)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS answers (teacher TEXT NOT NULL, "
-                             "key TEXT NOT NULL, answer BLOB NOT NULL, PRIMARY KEY (teacher, key))")
-
-    def get_many(self, teacher: str, keys: list[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, answer FROM answers WHERE teacher = ? AND "
-                                        f"key IN ({marks})", [teacher, *chunk]).fetchall()
-                found.update({k: np.frombuffer(a, dtype=np.float32) for k, a in rows})
-        return found
-
-    def put_many(self, teacher: str, items: dict[str, np.ndarray]) -> None:
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
-                                 [(teacher, k, np.asarray(v, dtype=np.float32).tobytes())
-                                  for k, v in items.items()])
-
-    def count(self, teacher: str | None = None) -> int:
-        with self._lock:
-            if teacher is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-            return int(self._db.execute("SELECT COUNT(*) FROM answers WHERE teacher = ?",
-                                        [teacher]).fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``http://user:pw@host/p`` -> (``http://host/p``, (user, pw)); other URLs are kept as they are."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # e.g. a bad IPv6 host; the message leaves any user:password@ out
+        raise TeacherError(f"{re.sub(r'//[^/]*@', '//', url)}: not a valid URL ({e})") from None
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
 
 
-def input_key(row: np.ndarray) -> str:
-    """Hash of one float32 image (shape and bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(row.shape).encode())
-    h.update(np.ascontiguousarray(row, dtype=np.float32).tobytes())
-    return h.hexdigest()
-
-
+# ---------------------------------------------------------------- requests, on an event loop
 class _Retryable(Exception):
     pass
 
 
+class DeadlineExceeded(_Retryable):
+    """A request took longer than its total deadline (retryable, and counted in the budget)."""
+
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
 def _retryable(e: BaseException) -> bool:
     return isinstance(e, _Retryable | httpx.TransportError)
+
+
+class _Loop:
+    """An asyncio event loop in a daemon thread, where a teacher's requests run (the deadline of
+    a request then cancels it wherever it is stuck)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="undistill-remote",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if os.getpid() != self.pid or self.loop.is_closed() or not self.thread.is_alive():
+            coro.close()
+            raise TeacherError("this URL teacher is closed (or was opened in another process)")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_closed() or os.getpid() != self.pid:
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=10)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+async def _read(r: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The body, at most ``limit`` bytes of it; True if there was more."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in r.aiter_bytes():
+        if size + len(chunk) > limit:
+            parts.append(chunk[:limit - size])
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), False
 
 
 class RemoteTeacher(Teacher):
@@ -136,30 +150,48 @@ class RemoteTeacher(Teacher):
     kind = "url"
 
     def __init__(self, url: str, spec: InputSpec | None = None, *, api_key: str | None = None,
-                 batch_size: int = 64, concurrency: int = 4, rate: float | None = None,
-                 timeout: float = 30.0, retries: int = 5, backoff: float = 0.5,
-                 cache: AnswerCache | Path | str | None = None, budget: int | None = None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise TeacherError(f"{url}: not an http(s) URL")
-        super().__init__(url.rstrip("/"), spec)
+                 auth: tuple[str, str] | None = None, batch_size: int = 64, concurrency: int = 4,
+                 rate: float | None = None, timeout: float = 30.0, retries: int = 5,
+                 backoff: float = 0.5, cache: AnswerCache | Path | str | None = None,
+                 budget: int | None = None, max_answer_bytes: int | None = None) -> None:
+        source, in_url = split_credentials(url)
+        if not source.startswith(("http://", "https://")):
+            raise TeacherError(f"{source}: not an http(s) URL")
+        super().__init__(source.rstrip("/"), spec)
         if batch_size < 1 or concurrency < 1 or retries < 0 or timeout <= 0:
-            raise TeacherError(f"{url}: batch_size, concurrency >= 1, retries >= 0, timeout > 0 "
-                               f"(got {batch_size}, {concurrency}, {retries}, {timeout})")
+            raise TeacherError(f"{self.source}: batch_size, concurrency >= 1, retries >= 0, timeout > 0"
+                               f" (got {batch_size}, {concurrency}, {retries}, {timeout})")
+        if max_answer_bytes is not None and max_answer_bytes < 1:
+            raise TeacherError(f"{self.source}: max_answer_bytes must be positive")
+        if api_key is not None and not api_key.strip():
+            raise TeacherError(f"{self.source}: empty API key (an empty environment variable?); it "
+                               f"would turn authentication off: give the key, or none")
+        if in_url and auth:
+            raise TeacherError(f"{self.source}: credentials both in the URL and as auth; give one")
+        auth = auth or in_url
+        if auth and api_key:
+            raise TeacherError(f"{self.source}: give an API key or basic-auth credentials, not both")
         self.batch_size, self.concurrency = batch_size, concurrency
         self.rate, self.retries, self.backoff = rate, retries, backoff
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.__dict__["_http"] = httpx.Client(timeout=timeout, headers=headers,
-                                              limits=httpx.Limits(max_connections=concurrency))
+        self.timeout, self.max_answer_bytes = float(timeout), max_answer_bytes
         if isinstance(cache, str | Path):
             cache = AnswerCache(Path(cache))
         self.__dict__["cache"] = cache
         self.__dict__["budget"] = QueryBudget(budget)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.__dict__["_http"] = httpx.AsyncClient(
+            timeout=timeout, headers={**headers, "Accept-Encoding": "identity"},
+            auth=httpx.BasicAuth(*auth) if auth else None,
+            limits=httpx.Limits(max_connections=concurrency))
+        loop = _Loop()
+        self.__dict__["_loop"] = loop
+        weakref.finalize(self, loop.stop)
         self._rate_lock = threading.Lock()
         self._next_slot = 0.0
         self.sent = 0  # images answered by the server to this client (probe included)
 
     # ---------------------------------------------------------------- one request
-    def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self) -> None:
         if not self.rate:
             return
         with self._rate_lock:
@@ -167,58 +199,62 @@ class RemoteTeacher(Teacher):
             slot = max(now, self._next_slot)
             self._next_slot = slot + 1.0 / self.rate
         if slot > now:
-            time.sleep(slot - now)
+            await asyncio.sleep(slot - now)
 
-    def _post(self, x: np.ndarray) -> np.ndarray:
-        body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                            "data": x.reshape(-1).tolist()}]}
-
-        @retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(self.retries + 1),
-               wait=wait_exponential(multiplier=self.backoff, min=self.backoff, max=30), reraise=False)
-        def send() -> httpx.Response:
-            self._wait_for_slot()
-            r = self._http.post(f"{self.source}/infer", json=body)
-            if r.status_code == 429 or r.status_code >= 500:
-                raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
-            return r
-
+    async def _attempt(self, payload: bytes, n: int) -> bytes:
+        """One request, all of it within ``timeout``: the body of a 2xx answer."""
+        await self._wait_for_slot()
+        limit = self.max_answer_bytes or answer_limit(n, self.spec.num_classes)
         try:
-            r = send()
+            async with asyncio.timeout(self.timeout), self._http.stream(
+                    "POST", f"{self.source}/infer", content=payload,
+                    headers={"Content-Type": "application/json"}) as r:
+                if r.status_code >= 400:
+                    text, _ = await _read(r, 2048)
+                    msg = f"HTTP {r.status_code}: {' '.join(text.decode('utf-8', 'replace').split())}"
+                    if r.status_code == 429 or r.status_code >= 500:
+                        raise _Retryable(msg[:200])
+                    raise TeacherError(f"{self.source}: {msg[:300]}")
+                declared = r.headers.get("content-length", "")
+                body, more = (b"", True) if declared.isdigit() and int(declared) > limit else (
+                    await _read(r, limit))
+                if more:
+                    raise TeacherError(f"{self.source}: the answer is more than {limit} bytes "
+                                       f"(max_answer_bytes); not read further")
+                return body
+        except TimeoutError:
+            raise DeadlineExceeded(f"no complete answer within the {self.timeout:g} s timeout"
+                                   ) from None
+
+    async def _post(self, x: np.ndarray, held: bool = False) -> np.ndarray:
+        """Ask about ``x``, retrying; each attempt that may reach the server is paid from the
+        budget (``held``: the first attempt's images are reserved already)."""
+        n = int(x.shape[0])
+        payload = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                          "data": x.reshape(-1).tolist()}]}).encode()
+        paid = held  # a reservation held for the next attempt
+        try:
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(_retryable), stop=stop_after_attempt(self.retries + 1),
+                    wait=wait_exponential(multiplier=self.backoff, min=self.backoff, max=30)):
+                with attempt:
+                    if not paid:
+                        self.budget.reserve(n, retry=attempt.retry_state.attempt_number > 1)
+                    paid = False
+                    try:
+                        body = await self._attempt(payload, n)
+                    except _NOT_SENT:
+                        self.budget.release(n)
+                        raise
+                    out = parse_answer(body, n, self.spec.num_classes, self.source)
         except RetryError as e:
             last = e.last_attempt.exception()
             raise TeacherError(f"{self.source}: no answer after {self.retries + 1} attempts "
                                f"({type(last).__name__}: {last})") from None
-        if r.status_code >= 400:
-            raise TeacherError(f"{self.source}: HTTP {r.status_code}: {r.text[:300]}")
-        return self._parse(r, x.shape[0])
-
-    def _parse(self, r: httpx.Response, n: int) -> np.ndarray:
-        try:
-            doc = r.json()
-        except ValueError:
-            raise TeacherError(f"{self.source}: the answer is not JSON: {r.text[:120]!r}") from None
-        outputs = doc.get("outputs") if isinstance(doc, dict) else None
-        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
-            raise TeacherError(f"{self.source}: the answer has no 'outputs' list (Open Inference "
-                               f"Protocol): {r.text[:120]!r}")
-        named = [o for o in outputs if o.get("name") in OUTPUT_NAMES]
-        out = named[0] if named else outputs[0]
-        try:
-            shape = [int(s) for s in out["shape"]]
-            data = np.asarray(out["data"], dtype=np.float32).reshape(shape)
-        except (KeyError, TypeError, ValueError):
-            raise TeacherError(f"{self.source}: output {out.get('name')!r} has no valid 'shape' "
-                               f"and 'data'") from None
-        if str(out.get("datatype", "FP32")).upper().startswith(("INT", "UINT")) and data.ndim == 1:
-            if self.spec.num_classes is None:
-                raise TeacherError(f"{self.source}: answers labels only; give num_classes")
-            if data.min(initial=0) < 0 or data.max(initial=0) >= self.spec.num_classes:
-                raise TeacherError(f"{self.source}: a label outside [0, {self.spec.num_classes})")
-            data = np.eye(self.spec.num_classes, dtype=np.float32)[data.astype(np.int64)]
-        if data.ndim != 2 or data.shape[0] != n:
-            raise TeacherError(f"{self.source}: answered shape {list(data.shape)} to {n} image(s); "
-                               f"expected [{n}, num_classes]")
-        return data
+        finally:
+            if paid:
+                self.budget.release(n)
+        return out
 
     # ---------------------------------------------------------------- a batch, through the cache
     @property
@@ -230,12 +266,7 @@ class RemoteTeacher(Teacher):
     def probe(self) -> torch.Tensor:
         """Send the fixed probe (never from the cache); its answer fixes the identity."""
         x = self.probe_input().numpy()
-        self.budget.reserve(1)
-        try:
-            out = self._post(x)
-        except TeacherError:
-            self.budget.release(1)
-            raise
+        out = self._loop.run(self._post(x))
         self.sent += 1
         t = torch.from_numpy(out)
         self.check_answer(t, 1)
@@ -244,51 +275,53 @@ class RemoteTeacher(Teacher):
         self._digest = f"url:{h.hexdigest()[:24]}"
         return t
 
+    async def _ask(self, arr: np.ndarray, keys: list[str], chunks: list[list[int]],
+                   known: dict[str, np.ndarray]) -> None:
+        """Ask about each chunk of rows (their first attempts already reserved), storing each
+        checked answer at once; then raise the first error."""
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(c: list[int]) -> None:
+            entered = False
+            try:
+                async with gate:
+                    entered = True
+                    out = await self._post(arr[c], held=True)
+            finally:
+                if not entered:
+                    self.budget.release(len(c))
+            got = {keys[i]: out[j] for j, i in enumerate(c)}
+            if self.cache is not None:
+                self.cache.put_many(self.identity, got)  # committed: a kill loses nothing paid
+            known.update(got)
+            self.sent += len(c)
+
+        results = await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, TeacherError)), errors[0])
+
     def _answer(self, x: torch.Tensor) -> torch.Tensor:
         if self._digest is None:
             self.probe()
         arr = x.detach().cpu().float().numpy()
         keys = [input_key(row) for row in arr]
         cache = self.cache
-        known = cache.get_many(self.identity, list(set(keys))) if cache is not None else {}
+        known = (cache.get_many(self.identity, list(set(keys)), self.spec.num_classes)
+                 if cache is not None else {})
         missing = list(dict.fromkeys(k for k in keys if k not in known))
         if missing:
-            self.budget.reserve(len(missing))
+            self.budget.reserve(len(missing))  # the first attempts: all of them fit, or none is sent
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
             rows = [first[k] for k in missing]
             chunks = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-            done, error = 0, None
-            try:
-                with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
-                    futures = {pool.submit(self._post, arr[c]): c for c in chunks}
-                    for fut in as_completed(futures):
-                        c = futures[fut]
-                        try:
-                            out = fut.result()
-                        except TeacherError as e:
-                            error = error or e
-                            continue
-                        got = {keys[i]: out[j] for j, i in enumerate(c)}
-                        if cache is not None:
-                            cache.put_many(self.identity, got)  # committed: a kill loses nothing paid
-                        known.update(got)
-                        done += len(c)
-                        self.sent += len(c)
-            finally:
-                self.budget.release(len(missing) - done)
-            if error is not None:
-                raise error
-        out = np.stack([known[k] for k in keys])
-        t = torch.from_numpy(out)
-        if self.spec.num_classes is not None and t.shape[1] != self.spec.num_classes:
-            raise TeacherError(f"{self.source}: answered {t.shape[1]} classes, expected "
-                               f"{self.spec.num_classes}")
-        if not torch.isfinite(t).all():
-            raise TeacherError(f"{self.source}: answered NaN or infinite values")
-        return t
+            self._loop.run(self._ask(arr, keys, chunks, known))
+        return torch.from_numpy(np.stack([known[k] for k in keys]))
 
     def close(self) -> None:
-        self._http.close()
+        with contextlib.suppress(TeacherError):  # closed already, or another process
+            self._loop.run(self._http.aclose())
+        self._loop.stop()
         if self.cache is not None:
             self.cache.close()
 
