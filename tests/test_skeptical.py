@@ -11,12 +11,14 @@ from undistill import losses, recipes
 from undistill.checkpoint import load_checkpoint
 from undistill.config import Runtime
 from undistill.executor import ensure_trained
-from undistill.methods import METHODS, Teacher
-from undistill.methods.skeptical import AuxHead, SepConv, SkepticalBase, chain_channels
+from undistill.methods import METHODS, OBJECTIVES, Teacher
+from undistill.methods.skeptical import AuxHead, SepConv, Skeptical, chain_channels
 from undistill.models import MODELS, ZooModel, build_model
 from undistill.runs import load_run_model, run_dir
 
 C = 5
+#: the teacher term of ``losses.skeptical_loss`` each Skeptical method learns by
+TEACHER_LOSS = {"skeptical": "kd", "skeptical+htc": "htc", "skeptical+scm": "scm"}
 
 
 class CountingModel(nn.Module):
@@ -38,7 +40,7 @@ def side(arch: str) -> int:
 
 
 def make(arch: str = "cnn", name: str = "skeptical", width: float = 0.25, fail: bool = False,
-         **params) -> tuple[SkepticalBase, CountingModel, torch.Tensor, torch.Tensor]:
+         **params) -> tuple[Skeptical, CountingModel, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     s = side(arch)
     student = build_model(arch, C, in_channels=1, width=width, image_size=s)
@@ -110,9 +112,10 @@ def test_after_warm_up_equals_skeptical_loss(name: str, loc: int) -> None:
     logits, terms = method.forward_train(x, y)
     assert teacher.calls == 1
     total = sum(terms.values())
+    assert type(method).objective is OBJECTIVES.get(TEACHER_LOSS[name])
     expected = losses.skeptical_loss(
         method.head_logits(x), teacher(x), y, alpha=p.alpha, temperature=p.temperature, loc=loc,
-        epoch=1, kd_delay=0, teacher_loss=method.teacher_loss,
+        epoch=1, kd_delay=0, teacher_loss=TEACHER_LOSS[name],
         multiplier=getattr(p, "multiplier", 1.0), sd_temperature=method.sd_temperature)
     torch.testing.assert_close(total, expected)
     total.backward()

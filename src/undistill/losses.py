@@ -261,6 +261,29 @@ def htc_targets(teacher_logits: Tensor, labels: Tensor | None, alpha: float, tem
     return targets
 
 
+def _composition(student_logits: Tensor, teacher_name: str, teacher_logits: Tensor,
+                 labels: Tensor | None, alpha: float, temperature: float, multiplier: float, *,
+                 student_temperature: float) -> Tensor:
+    """The form HTC (Eq. 9) and SCM (Eq. 11) share: ``(1 - alpha) * CE(z_s, y) + alpha * m *
+    KL(softmax(z_t/tau) || softmax(z_s/T_s))``, with ``T_s`` 1 (HTC) or ``tau`` (SCM).
+
+    Batch-mean; the teacher is detached; ``labels=None`` drops the CE term. ``teacher_name``
+    names the teacher's argument in errors.
+    """
+    _check_same_shape("student_logits", student_logits, teacher_name, teacher_logits)
+    _check_labels(labels, student_logits)
+    _check_alpha(alpha)
+    _check_temperature(temperature)
+    _check_nonnegative(multiplier, "multiplier")
+    student = student_logits if student_temperature == 1.0 else student_logits / student_temperature
+    kl = kl_from_log_probs(F.log_softmax(teacher_logits.detach() / temperature, dim=1),
+                           F.log_softmax(student, dim=1))
+    loss = alpha * multiplier * kl
+    if labels is not None:
+        loss = loss + (1.0 - alpha) * cross_entropy(student_logits, labels)
+    return loss
+
+
 def htc_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None,
              alpha: float, temperature: float, multiplier: float) -> Tensor:
     """High-Temperature Composition loss, Eq. 9.
@@ -275,19 +298,8 @@ def htc_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | No
 
     ``labels=None``: the ``(1 - alpha) * CE`` term drops out; the KL term keeps ``alpha * m``.
     """
-    _check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
-    _check_labels(labels, student_logits)
-    _check_alpha(alpha)
-    _check_temperature(temperature)
-    _check_nonnegative(multiplier, "multiplier")
-    kl = kl_from_log_probs(
-        F.log_softmax(teacher_logits.detach() / temperature, dim=1),
-        F.log_softmax(student_logits, dim=1),
-    )
-    loss = alpha * multiplier * kl
-    if labels is not None:
-        loss = loss + (1.0 - alpha) * cross_entropy(student_logits, labels)
-    return loss
+    return _composition(student_logits, "teacher_logits", teacher_logits, labels, alpha,
+                        temperature, multiplier, student_temperature=1.0)
 
 
 def ensemble_logits(logits: Sequence[Tensor] | Tensor) -> Tensor:
@@ -325,16 +337,8 @@ def scm_loss(student_logits: Tensor, ensemble_logits: Tensor, labels: Tensor | N
 
     ``labels=None``: the ``(1 - alpha) * CE`` term drops out; the KL term keeps ``alpha * m``.
     """
-    _check_same_shape("student_logits", student_logits, "ensemble_logits", ensemble_logits)
-    _check_labels(labels, student_logits)
-    _check_alpha(alpha)
-    _check_temperature(temperature)
-    _check_nonnegative(multiplier, "multiplier")
-    kl = kl_divergence(ensemble_logits.detach(), student_logits, temperature)
-    loss = alpha * multiplier * kl
-    if labels is not None:
-        loss = loss + (1.0 - alpha) * cross_entropy(student_logits, labels)
-    return loss
+    return _composition(student_logits, "ensemble_logits", ensemble_logits, labels, alpha,
+                        temperature, multiplier, student_temperature=temperature)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Data-free stealing (Table 4): a DAFL generator trained against the teacher, the student
 learning by KD (``dafl-kd``, DAFL itself) or HTC (``dafl-htc``, "adding our method to it") on the
-generated images only.
+generated images only: a scheme that takes the student's objective (``soft-target`` at T 1 for
+``dafl-kd``, ``htc`` for ``dafl-htc``).
 
 Each step (as ``DAFL_train.py`` of huawei-noah/DAFL does it): ``z ~ N(0, I)`` of the batch size,
 ``g = G(z)``; the frozen teacher on ``g`` *with* autograd gives logits and penultimate features;
@@ -20,15 +21,16 @@ predictions on generated images with the labels of the unread real batch: meanin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
 from pydantic import Field, field_validator
 
-from undistill.losses import dafl_generator_loss, htc_loss, kd_loss
-from undistill.methods import htc
-from undistill.methods.base import METHODS, Method, Params, Teacher
+from undistill.losses import dafl_generator_loss
+from undistill.methods import htc, soft_target
+from undistill.methods.base import METHODS, Params, Teacher
+from undistill.methods.objective import Scheme
 from undistill.models import ZooModel
 from undistill.models.generator import Generator
 
@@ -74,17 +76,12 @@ class DAFLKDParams(DAFLParams):
                                "T^2 * KL(softmax(z_t/T) || softmax(z_s/T))")
 
 
-class DAFLHTCParams(htc.HTCParams, DAFLParams):
-    """HTC's (alpha, tau, m) and defaults, with the generator's; without labels HTC's alpha is a
-    plain factor."""
+class DAFL(Scheme):
+    """The data-free scheme: the generator, its loss and its optimizer; the student learns its
+    objective, without labels, from the teacher on the generated images."""
 
-
-class DAFL(Method):
-    """Shared part of the data-free methods: the generator, its loss and its optimizer."""
-
-    Params: ClassVar[type[Params]] = DAFLParams
-    min_teachers, max_teachers = 1, None
-    needs_labels = False
+    SchemeParams = DAFLParams
+    searched = False
 
     @classmethod
     def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
@@ -104,7 +101,8 @@ class DAFL(Method):
 
     def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
                      ) -> torch.Tensor:
-        raise NotImplementedError
+        """The objective's loss without labels (none exist here)."""
+        return self.objective.loss(self.params, student_logits, teacher_logits, None)
 
     def latents(self, n: int) -> torch.Tensor:
         """``n`` standard-normal latent vectors from the global torch generator.
@@ -136,28 +134,9 @@ class DAFL(Method):
                           "student": self.student_loss(s_logits, t_logits.detach())}
 
 
-@METHODS.register("dafl-kd")
-class DAFLKD(DAFL):
-    description = "data-free: DAFL generator, student by KD at temperature T (Table 4)"
-    title = "DAFL"
-    Params = DAFLKDParams
-    data_free_of = "kd"
-
-    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
-                     ) -> torch.Tensor:
-        p: DAFLKDParams = self.params  # type: ignore[assignment]
-        return kd_loss(student_logits, teacher_logits, None, 1.0, p.temperature)
-
-
-@METHODS.register("dafl-htc")
-class DAFLHTC(DAFL):
-    description = "data-free: DAFL generator, student by HTC without its label term (Table 4)"
-    title = "DAFL+HTC"
-    Params = DAFLHTCParams
-    data_free_of = "htc"
-
-    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
-                     ) -> torch.Tensor:
-        p: DAFLHTCParams = self.params  # type: ignore[assignment]
-        return htc_loss(student_logits, teacher_logits, None, p.alpha, p.temperature, p.multiplier)
-
+METHODS.register("dafl-kd")(DAFL.using(
+    soft_target.SoftTarget, title="DAFL", Params=DAFLKDParams, data_free_of="kd",
+    description="data-free: DAFL generator, student by KD at temperature T (Table 4)"))
+METHODS.register("dafl-htc")(DAFL.using(
+    htc.HTC, title="DAFL+HTC", data_free_of="htc",
+    description="data-free: DAFL generator, student by HTC without its label term (Table 4)"))

@@ -9,18 +9,20 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from undistill.methods.base import METHODS, Method, Params
+from undistill.methods.base import METHODS, Params
+from undistill.methods.objective import OBJECTIVES, Objective, Plain
 
 
-@METHODS.register("hard-label")
-class HardLabel(Method):
-    description = "cross-entropy on the teacher's top-1 labels (label-only black box)"
-    title = "Hard-label"
-    Params = Params
-    min_teachers, max_teachers = 1, None
+@OBJECTIVES.register("hard-label")
+class HardLabel(Objective):
+    """``hard_label`` = CE(z_s, argmax z_t); the labels are not read."""
 
-    def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.student(images)
-        target = self.teacher_logits(images).argmax(1)
-        return logits, {"hard_label": F.cross_entropy(logits, target)}
+    @classmethod
+    def terms(cls, p: Params, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"hard_label": F.cross_entropy(student_logits, teacher_logits.argmax(1))}
+
+
+METHODS.register("hard-label")(Plain.using(
+    HardLabel, title="Hard-label",
+    description="cross-entropy on the teacher's top-1 labels (label-only black box)"))

@@ -1,12 +1,20 @@
-"""HTC (Eq. 6-9): learn from the teacher softened at a high temperature, composed with labels."""
+"""HTC (Eq. 6-9): learn from the teacher softened at a high temperature, composed with labels.
+
+Its objective is also SCM's (``scm.py``: Eq. 11, other defaults) and the one Skeptical+HTC and
+DAFL+HTC learn by.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 
 from undistill.losses import htc_loss
-from undistill.methods.base import METHODS, Method, Params
+from undistill.methods.base import METHODS, Params
+from undistill.methods.objective import OBJECTIVES, Objective, Plain
 
 #: HTC's defaults wherever its loss is used (plain, Skeptical+HTC, data-free): the paper's
 #: ablation values.
@@ -27,17 +35,23 @@ class HTCParams(Params):
     multiplier: float = Field(MULTIPLIER, ge=0.0, description="m")
 
 
-@METHODS.register("htc")
-class HTC(Method):
-    description = "high-temperature composition (Eq. 9)"
-    title = "HTC"
-    Params = HTCParams
-    min_teachers, max_teachers = 1, None
-    search_space = PAPER_SEARCH_SPACE
+@OBJECTIVES.register("htc")
+class HTC(Objective):
+    """One term, ``(1 - alpha) CE + alpha m KL(teacher at tau || student)``: HTC's Eq. 9
+    (:func:`~undistill.losses.htc_loss`), or another equation of that form (SCM's Eq. 11)."""
 
-    def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        p: HTCParams = self.params
-        logits = self.student(images)
-        return logits, {"htc": htc_loss(logits, self.teacher_logits(images), labels, p.alpha,
-                                        p.temperature, p.multiplier)}
+    Params = HTCParams
+    search_space = PAPER_SEARCH_SPACE
+    #: the term's name and its equation, ``f(z_s, z_t, y, alpha, tau, m)``
+    term: ClassVar[str] = "htc"
+    equation: ClassVar[Callable[..., torch.Tensor]] = staticmethod(htc_loss)
+
+    @classmethod
+    def terms(cls, p: HTCParams, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {cls.term: cls.equation(student_logits, teacher_logits, labels, p.alpha,
+                                       p.temperature, p.multiplier)}
+
+
+METHODS.register("htc")(Plain.using(HTC, title="HTC",
+                                    description="high-temperature composition (Eq. 9)"))

@@ -8,7 +8,8 @@ import torch
 from pydantic import Field
 
 from undistill.losses import kd_terms
-from undistill.methods.base import METHODS, Method, Params
+from undistill.methods.base import METHODS, Params
+from undistill.methods.objective import OBJECTIVES, Objective, Plain
 
 #: The protocol's KD (alpha, T): alpha 0.9; T 4 for the plain CNN student, 20 for the others.
 ALPHA = 0.9
@@ -26,19 +27,22 @@ class KDParams(Params):
     temperature: float = Field(CNN_TEMPERATURE, gt=0.0)
 
 
-@METHODS.register("kd")
-class KD(Method):
-    description = "knowledge distillation (Eq. 2); several teachers are ensembled"
-    title = "KD"
+@OBJECTIVES.register("kd")
+class KD(Objective):
+    """Eq. 2 term by term (:func:`~undistill.losses.kd_terms`): ``kd`` = alpha T^2 KL, ``ce`` =
+    (1 - alpha) CE; no ``ce`` without labels."""
+
     Params = KDParams
-    min_teachers, max_teachers = 1, None
 
     @classmethod
     def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
         return {"alpha": ALPHA, "temperature": protocol_temperature(arch)}
 
-    def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        p: KDParams = self.params
-        logits = self.student(images)
-        return logits, kd_terms(logits, self.teacher_logits(images), labels, p.alpha, p.temperature)
+    @classmethod
+    def terms(cls, p: KDParams, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return kd_terms(student_logits, teacher_logits, labels, p.alpha, p.temperature)
+
+
+METHODS.register("kd")(Plain.using(
+    KD, title="KD", description="knowledge distillation (Eq. 2); several teachers are ensembled"))

@@ -1,4 +1,4 @@
-"""Skeptical student (Kundu et al., NeurIPS 2021), alone and with HTC or SCM on its KD head.
+"""Skeptical student (Kundu et al., NeurIPS 2021): a scheme that takes an objective (KD, HTC, SCM).
 
 The student gets auxiliary classifiers on its intermediate stages; the teacher is distilled
 into one shallow auxiliary head (``loc``) only, while the final head learns from the labels and
@@ -21,16 +21,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from undistill.losses import (
-    cross_entropy,
-    htc_loss,
-    kd_loss,
-    scm_loss,
-    skeptical_kd_active,
-    skeptical_self_distillation_loss,
-)
+from undistill.losses import cross_entropy, skeptical_kd_active, skeptical_self_distillation_loss
 from undistill.methods import htc, kd, scm
-from undistill.methods.base import METHODS, Method, Params, Teacher
+from undistill.methods.base import METHODS, Params, Teacher
+from undistill.methods.objective import Scheme
 from undistill.models import ZooModel
 from undistill.models.cnn import PlainCNN
 
@@ -111,9 +105,8 @@ def build_heads(student: ZooModel) -> nn.ModuleList:
 
 
 class SkepticalParams(Params):
-    alpha: float = Field(kd.ALPHA, ge=0.0, le=1.0, description="KD weight on the loc head (Eq. 2)")
-    temperature: float = Field(kd.OTHER_TEMPERATURE, gt=0.0, description="T of the teacher's KD "
-                               "(4 for the CNN)")
+    """The Skeptical student's own hyperparameters, next to its objective's."""
+
     loc: int = Field(2, ge=1, description="head that learns from the teacher, in [final, l3, l2, "
                      "l1] order: 1 = deepest auxiliary head, 2 = the one before it")
     kd_delay: int = Field(4, ge=-1, description="epochs 0..kd_delay train the final head with CE "
@@ -124,40 +117,45 @@ class SkepticalParams(Params):
                                "the final head (off in the authors' code)")
 
 
-class SkepticalHTCParams(htc.HTCParams, SkepticalParams):
-    """HTC's (alpha, tau, m) and defaults on the loc head, with the Skeptical student's own."""
+class SkepticalKDParams(kd.KDParams, SkepticalParams):
+    """KD's (alpha, T) on the loc head; T defaults to KD's for any student but the plain CNN."""
+
+    alpha: float = Field(kd.ALPHA, ge=0.0, le=1.0, description="KD weight on the loc head (Eq. 2)")
+    temperature: float = Field(kd.OTHER_TEMPERATURE, gt=0.0, description="T of the teacher's KD "
+                               "(4 for the CNN)")
 
 
-class SkepticalSCMParams(scm.SCMParams, SkepticalParams):
-    """SCM's (alpha, tau, m) and defaults on the loc head, with the Skeptical student's own."""
+class Skeptical(Scheme):
+    """Skeptical student with its objective (KD, HTC or SCM) on the ``loc`` head.
 
-
-class SkepticalBase(Method):
-    """Skeptical student with ``teacher_loss`` on the ``loc`` head.
-
-    Losses after the warm-up (``epoch > kd_delay``): ``teacher`` = the teacher loss on the loc
-    head (KD, HTC or SCM, with its own CE term), ``self`` = ``0.3 KL_T'(final || l3) + 0.7 CE(l3)
-    + CE(final)``; their sum is :func:`undistill.losses.skeptical_loss`. During the warm-up:
+    Losses after the warm-up (``epoch > kd_delay``): ``teacher`` = the objective's loss on the
+    loc head (with its own CE term), ``self`` = ``0.3 KL_T'(final || l3) + 0.7 CE(l3) +
+    CE(final)``; their sum is :func:`undistill.losses.skeptical_loss`. During the warm-up:
     ``ce`` = ``CE(final)`` only, and neither the teacher nor the auxiliary heads are run.
     Without labels the warm-up has no loss, so ``kd_delay`` must be -1 there (ValueError at the
     first warm-up step otherwise).
+
+    ``T'`` is ``sd_temperature`` if given, else the objective's temperature where it is KD's T
+    (``shares_temperature``: one T for both, as in Kundu's code), else the temperature of a plain
+    Skeptical run with this student (:func:`plain_skeptical_temperature`).
     """
 
-    teacher_loss: ClassVar[str] = "kd"
-    min_teachers, max_teachers = 1, None
-    needs_labels = False
+    SchemeParams = SkepticalParams
+    #: the self-distillation takes the objective's ``temperature`` by default
+    shares_temperature: ClassVar[bool] = False
 
-    def __init__(self, student: ZooModel, teacher: Teacher | None, params: SkepticalParams) -> None:
+    def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
         super().__init__(student, teacher, params)
+        p: Any = params
         self.heads = build_heads(student)
         n = len(self.heads)
-        if params.loc > n:
-            raise ValueError(f"loc={params.loc} is out of range: {type(student).__name__} has {n} "
+        if p.loc > n:
+            raise ValueError(f"loc={p.loc} is out of range: {type(student).__name__} has {n} "
                              f"auxiliary heads, so loc must be in 1..{n} (1 = the deepest)")
-        if params.sd_temperature is not None:
-            self.sd_temperature = params.sd_temperature
-        elif self.teacher_loss == "kd":
-            self.sd_temperature = params.temperature
+        if p.sd_temperature is not None:
+            self.sd_temperature = p.sd_temperature
+        elif self.shares_temperature:
+            self.sd_temperature = p.temperature
         else:
             self.sd_temperature = plain_skeptical_temperature(student)
 
@@ -173,7 +171,7 @@ class SkepticalBase(Method):
 
     def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        p: SkepticalParams = self.params
+        p: Any = self.params
         if not skeptical_kd_active(self.epoch, p.kd_delay):
             if labels is None:
                 raise ValueError("labels=None during the Skeptical warm-up (epoch <= kd_delay) "
@@ -183,13 +181,7 @@ class SkepticalBase(Method):
         out = self.student.forward_features(images)
         l3 = self._aux(out.stages, 1)
         z_loc = l3 if p.loc == 1 else self._aux(out.stages, p.loc)  # other heads: no loss, not run
-        t = self.teacher_logits(images)
-        if self.teacher_loss == "kd":
-            teach = kd_loss(z_loc, t, labels, p.alpha, p.temperature)
-        elif self.teacher_loss == "htc":
-            teach = htc_loss(z_loc, t, labels, p.alpha, p.temperature, p.multiplier)
-        else:
-            teach = scm_loss(z_loc, t, labels, p.alpha, p.temperature, p.multiplier)
+        teach = self.objective.loss(p, z_loc, self.teacher_logits(images), labels)
         sd = skeptical_self_distillation_loss(out.logits, l3, labels, self.sd_temperature,
                                               detach_final=p.detach_final)
         return out.logits, {"teacher": teach, "self": sd}
@@ -199,32 +191,11 @@ class SkepticalBase(Method):
         return self.student(images)
 
 
-@METHODS.register("skeptical")
-class Skeptical(SkepticalBase):
-    description = "Skeptical student (Kundu et al. 2021): KD on a shallow auxiliary head + self-KD"
-    title = "Skep."
-    Params = SkepticalParams
-    teacher_loss = "kd"
-
-    @classmethod
-    def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
-        return kd.KD.defaults_for(dataset, arch)
-
-
-@METHODS.register("skeptical+htc")
-class SkepticalHTC(SkepticalBase):
-    description = "Skeptical student with HTC (Eq. 9) on its KD head"
-    title = "Skep.+HTC"
-    Params = SkepticalHTCParams
-    teacher_loss = "htc"
-    search_space = htc.HTC.search_space
-
-
-@METHODS.register("skeptical+scm")
-class SkepticalSCM(SkepticalBase):
-    description = "Skeptical student with SCM (Eq. 11) on its KD head; teachers are ensembled"
-    title = "Skep.+SCM"
-    Params = SkepticalSCMParams
-    teacher_loss = "scm"
-    uses_sequence = True
-    search_space = scm.SCM.search_space
+METHODS.register("skeptical")(Skeptical.using(
+    kd.KD, title="Skep.", Params=SkepticalKDParams, shares_temperature=True,
+    description="Skeptical student (Kundu et al. 2021): KD on a shallow auxiliary head + self-KD"))
+METHODS.register("skeptical+htc")(Skeptical.using(
+    htc.HTC, title="Skep.+HTC", description="Skeptical student with HTC (Eq. 9) on its KD head"))
+METHODS.register("skeptical+scm")(Skeptical.using(
+    scm.SCM, title="Skep.+SCM",
+    description="Skeptical student with SCM (Eq. 11) on its KD head; teachers are ensembled"))

@@ -3,7 +3,8 @@
 ``L = T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``: KD's distillation term (Eq. 2 with
 alpha = 1) without its cross-entropy on labels, whatever the data offers. The labels are never
 read, so the method also runs in the no-label setting; the temperature defaults to KD's for the
-student (4 for the plain CNN, 20 otherwise).
+student (4 for the plain CNN, 20 otherwise). The data-free ``dafl-kd`` learns by this objective
+too (DAFL's student loss at T = 1).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pydantic import Field
 
 from undistill.losses import kd_terms
 from undistill.methods import kd
-from undistill.methods.base import METHODS, Method, Params
+from undistill.methods.base import METHODS, Params
+from undistill.methods.objective import OBJECTIVES, Objective, Plain
 
 
 class SoftTargetParams(Params):
@@ -23,19 +25,23 @@ class SoftTargetParams(Params):
                                "distributions")
 
 
-@METHODS.register("soft-target")
-class SoftTarget(Method):
-    description = "KD's soft-target term only (Eq. 2 with alpha = 1); labels never read"
-    title = "Soft targets"
+@OBJECTIVES.register("soft-target")
+class SoftTarget(Objective):
+    """``kd`` = T^2 KL(softmax(z_t/T) || softmax(z_s/T)): :func:`~undistill.losses.kd_terms` with
+    alpha 1 and without labels."""
+
     Params = SoftTargetParams
-    min_teachers, max_teachers = 1, None
 
     @classmethod
     def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:
         return {"temperature": kd.protocol_temperature(arch)}
 
-    def forward_train(self, images: torch.Tensor, labels: torch.Tensor | None
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        p: SoftTargetParams = self.params
-        logits = self.student(images)
-        return logits, kd_terms(logits, self.teacher_logits(images), None, 1.0, p.temperature)
+    @classmethod
+    def terms(cls, p: SoftTargetParams, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return kd_terms(student_logits, teacher_logits, None, 1.0, p.temperature)
+
+
+METHODS.register("soft-target")(Plain.using(
+    SoftTarget, title="Soft targets",
+    description="KD's soft-target term only (Eq. 2 with alpha = 1); labels never read"))
