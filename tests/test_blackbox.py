@@ -19,15 +19,7 @@ from starlette.routing import Route
 from torch import nn
 
 from undistill.runs import get_dataset
-from undistill.serve import (
-    BackgroundServer,
-    ServeStats,
-    create_app,
-    labels_only,
-    make_policy,
-    rounded,
-    top_k,
-)
+from undistill.serve import BackgroundServer, ServeStats, create_app, make_policy
 from undistill.stealing import steal
 from undistill.teachers import Teacher, TeacherError
 from undistill.teachers.remote import RemoteTeacher
@@ -211,21 +203,28 @@ def test_serve_api_key_size_limit_and_output_policies(model_file: Path) -> None:
             RemoteTeacher(url, retries=0).bind_dataset(DS).probe()
         t = RemoteTeacher(url, api_key="s3cret", retries=0, batch_size=64).bind_dataset(DS)
         answer = t.probe()
-        assert (answer > 0).sum() == 2 and t.spec.outputs == "logits"  # top-2 does not sum to 1
+        # top-2 is the topk defence now: renormalised, so rows sum to one (they did not before)
+        assert (answer > 0).sum() == 2 and t.spec.outputs == "probs"
+        assert torch.allclose(answer.sum(1), torch.ones(1))
         with pytest.raises(TeacherError, match="413"):
             t.logits(torch.randn(64, 1, 8, 8))  # ~64 x 64 floats of JSON: over 20 kB
         r = httpx.post(f"{url}/infer", content=b"{not json", headers={"x-api-key": "s3cret"})
         assert r.status_code == 400 and "malformed" in r.json()["error"]
     p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
-    assert torch.equal(top_k(1)(p), torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.6, 0.0]]))
-    assert torch.allclose(rounded(1)(torch.tensor([[0.46, 0.54]])), torch.tensor([[0.5, 0.5]]))
-    assert torch.equal(labels_only()(p), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    # policies are the defences of the same name: top-k is renormalised (it was not before)
+    assert torch.equal(make_policy("top-k", k=1)(p), torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    assert torch.allclose(make_policy("top-k", k=2)(p),
+                          torch.tensor([[0.625, 0.375, 0.0], [0.0, 2 / 3, 1 / 3]]))
+    assert torch.allclose(make_policy("round", decimals=1)(torch.tensor([[0.46, 0.54]])),
+                          torch.tensor([[0.5, 0.5]]))
+    assert torch.equal(make_policy("labels")(p), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    assert make_policy("full") is None
     with pytest.raises(ValueError, match="unknown output policy"):
         make_policy("noise")
 
 
 def test_hard_label_attack_through_a_labels_only_server(model_file: Path, tmp_path: Path) -> None:
-    app, server = served(model_file, policy=labels_only())
+    app, server = served(model_file, policy=make_policy("labels"))
     with server:
         res = steal(f"{server.url}/v2/models/model", "digits", "cnn", "hard-label", budget=200,
                     runs_dir=tmp_path / "runs", epochs=10, device="cpu", labels=False,

@@ -54,6 +54,7 @@ def test_every_defence_is_registered() -> None:
 @pytest.mark.parametrize(("spec", "field"), [
     ({"name": "topk", "params": {"k": 11}}, "defence.params.k"),
     ({"name": "topk", "params": {"k": 0}}, "defence.params.k"),
+    ({"name": "top-k", "params": {"k": 11}}, "defence.params.k"),  # the alias is checked alike
     ({"name": "round", "params": {"decimals": -1}}, "defence.params.decimals"),
     ({"name": "noise", "params": {"scale": -0.1}}, "defence.params.scale"),
     ({"name": "noise", "params": {"kind": "uniform"}}, "defence.params.kind"),
@@ -78,6 +79,8 @@ def test_a_defence_from_command_line_overrides_is_validated() -> None:
         load_config(None, ["defence.name=topk", "defence.params.k=11"], base=base)
     with pytest.raises(ConfigError, match=r"defence\b.*params.decimals"):
         load_config(None, ["defence.name=round", "defence.params.decimals=-2"], base=base)
+    alias = load_config(None, ["defence.name=top-k", "defence.params.k=3"], base=base)
+    assert alias.defence == cfg.defence and alias.run_id == cfg.run_id  # top-k is topk
 
 
 def test_a_defence_needs_teachers() -> None:

@@ -15,10 +15,12 @@ arrive within ``body_timeout`` seconds (408). An error that leaves a body unread
 connection. Malformed requests (NaN/inf values included) get a 400 JSON error and are not counted
 in the stats. An empty API key is refused (ValueError), never read as "no key".
 
-An output policy is a function ``probs [N, C] -> probs [N, C]`` (:data:`POLICIES`: ``full``,
-``top-k``, ``round``, ``labels``); every output defence of ``undistill.defences`` is one too (a
-defence that reads the queries, MAD, gets the request's images). The optional extra
-``undistill[serve]`` (Starlette, uvicorn).
+The output policy is an output defence of :mod:`undistill.defences` (None: the probabilities as
+they are), and answers take the one release path a defended student's teacher takes
+(:func:`undistill.defences.release`: the model's raw answer as float32 probabilities, then the
+defence, which gets the request's images when it reads the queries: MAD). ``--policy`` names are
+shorthand for defences (:func:`make_policy`). The optional extra ``undistill[serve]`` (Starlette,
+uvicorn).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from undistill.defences.base import Defence
+from undistill.defences.release_path import policy_defence, release
 from undistill.oip import (
     BINARY_EXTENSION,
     OUTPUT,
@@ -52,53 +55,19 @@ from undistill.serve_limits import (
 from undistill.teachers.base import Teacher
 from undistill.teachers.remote import input_key
 
-OutputPolicy = Callable[[torch.Tensor], torch.Tensor]
 #: Routes answered without the API key (liveness and readiness probes).
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 log = logging.getLogger(__name__)
 
 
-def full() -> OutputPolicy:
-    """The probabilities as they are."""
-    return lambda p: p
-
-
-def top_k(k: int = 1) -> OutputPolicy:
-    """Keep the ``k`` largest probabilities, zero the rest (not renormalised)."""
-    if k < 1:
-        raise ValueError(f"top-k: k must be at least 1, got {k}")
-
-    def policy(p: torch.Tensor) -> torch.Tensor:
-        kk = min(k, p.shape[1])
-        idx = p.topk(kk, dim=1).indices
-        return torch.zeros_like(p).scatter(1, idx, p.gather(1, idx))
-    return policy
-
-
-def rounded(decimals: int = 2) -> OutputPolicy:
-    """Probabilities rounded to ``decimals`` decimal places."""
-    if decimals < 0:
-        raise ValueError(f"round: decimals must be >= 0, got {decimals}")
-    return lambda p: p.round(decimals=decimals)
-
-
-def labels_only() -> OutputPolicy:
-    """The top-1 class as a one-hot vector."""
-    return lambda p: torch.nn.functional.one_hot(p.argmax(1), p.shape[1]).to(p.dtype)
-
-
-POLICIES: dict[str, Callable[..., OutputPolicy]] = {
-    "full": full, "top-k": top_k, "round": rounded, "labels": labels_only}
-
-
-def make_policy(name: str, k: int = 1, decimals: int = 2) -> OutputPolicy:
-    if name not in POLICIES:
-        raise ValueError(f"unknown output policy {name!r}; known: {', '.join(POLICIES)}")
-    if name == "top-k":
-        return top_k(k)
-    if name == "round":
-        return rounded(decimals)
-    return POLICIES[name]()
+def make_policy(name: str, k: int = 1, decimals: int = 2, num_classes: int | None = None
+                ) -> Defence | None:
+    """The output defence ``--policy NAME`` stands for (:func:`undistill.defences.policy_defence`):
+    ``full`` -> None (no defence), ``top-k`` (or ``topk``) -> ``topk`` with ``k`` (renormalised),
+    ``round`` -> ``round`` with ``decimals`` (clamped to [0, 1]), ``labels`` -> ``labels``.
+    ValueError for an unknown name or bad parameters (``k`` checked against ``num_classes`` when
+    given, else when the app is created)."""
+    return policy_defence(name, k, decimals, num_classes)
 
 
 class ServeStats:
@@ -149,15 +118,18 @@ def _error(status: int, msg: str, close: bool = False, headers: dict[str, str] |
     return JSONResponse({"error": msg}, status_code=status, headers=extra)
 
 
-def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | None = None,
+def create_app(teacher: Teacher, *, name: str = "model", policy: Defence | None = None,
                api_key: str | None = None, max_request_bytes: int = 16 << 20,
                max_inflight_bytes: int | None = None, body_timeout: float = 60.0,
                stats: ServeStats | None = None) -> Any:
     """A Starlette app answering for ``teacher`` (probed: its input spec must be complete).
 
+    ``policy``: the output defence answers go through (:func:`make_policy`, or any defence of
+    :mod:`undistill.defences`); None releases the probabilities as they are.
     ``max_inflight_bytes`` (default 4 x ``max_request_bytes``) bounds the bodies being read or
     answered at once; ``body_timeout`` (s) the time a body may take to arrive. ValueError naming
-    the option for an empty ``api_key`` or limits out of range.
+    the option for an empty ``api_key``, limits out of range, or a defence that cannot serve the
+    teacher's classes; TypeError for a ``policy`` that is not a defence.
     """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -169,7 +141,9 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
 
     max_request_bytes, max_inflight_bytes, body_timeout = check_options(
         api_key, max_request_bytes, max_inflight_bytes, body_timeout)
-    policy = policy or full()
+    if policy is not None and not isinstance(policy, Defence):
+        raise TypeError(f"policy: expected an output defence (make_policy, undistill.defences."
+                        f"build_defence) or None, got {type(policy).__name__}")
     stats = stats or ServeStats()
     inflight = InflightBytes(max_inflight_bytes)
     spec = teacher.spec
@@ -177,6 +151,11 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
         teacher.probe()
         spec = teacher.spec
     image_shape = (int(spec.channels or 0), int(spec.image_size or 0), int(spec.image_size or 0))
+    if policy is not None and spec.num_classes is not None:
+        try:
+            policy.check(int(spec.num_classes))
+        except ValueError as e:
+            raise ValueError(f"policy: {e}") from None
     lock = threading.Lock()  # one forward at a time: models are not all thread-safe
 
     def unknown(request: Request) -> JSONResponse | None:
@@ -208,13 +187,9 @@ def create_app(teacher: Teacher, *, name: str = "model", policy: OutputPolicy | 
         return unknown(request) or JSONResponse({"model_stats": [{
             "name": name, "inference_count": stats.images, "execution_count": stats.requests}]})
 
-    def answer(x: torch.Tensor) -> torch.Tensor:
-        with lock, torch.no_grad():
-            out = teacher._answer(x)
-        probs = out if teacher.spec.outputs == "probs" else out.softmax(1)
-        if getattr(policy, "uses_inputs", lambda: False)():  # a defence reading the queries (MAD)
-            return policy(probs.float(), x)
-        return policy(probs.float())
+    def answer(x: torch.Tensor) -> torch.Tensor:  # the one release path, as students see it
+        with lock:
+            return release(teacher.raw_answer, x, policy, outputs=teacher.spec.outputs)
 
     def work(body: bytes | bytearray, headers: Any) -> tuple[bytes, dict[str, str]]:
         req = parse_infer_request(body, headers, image_shape)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from undistill.registry import Registry
 
@@ -29,6 +29,10 @@ RELEASE_FLOOR = 1e-6
 #: is read; other datasets (``folder``) are checked when the defence is built.
 KNOWN_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "fashion-mnist-mini": 10,
                  "cifar10": 10, "cifar100": 100, "tinyimagenet": 200}
+
+#: Other spellings of defence names, read as the registered name (so a config, and its run id, is
+#: the same however the name is spelt): ``top-k`` is ``--policy top-k``'s spelling of ``topk``.
+ALIASES = {"top-k": "topk"}
 
 
 class DefenceParams(BaseModel):
@@ -62,6 +66,10 @@ class Defence:
         """Whether :meth:`__call__` reads ``inputs`` (then they are required)."""
         return self.needs_inputs
 
+    def check(self, num_classes: int) -> None:
+        """Raise ValueError ``"params.<field>: ..."`` when this defence cannot serve ``num_classes``."""
+        self.check_classes(self.params, num_classes)
+
     def release(self, probs: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -81,10 +89,17 @@ class DefenceConfig(BaseModel):
     name: str
     params: dict[str, Any] = {}
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _canonical_name(cls, v: Any) -> Any:
+        return ALIASES.get(v, v) if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _validate_params(self) -> DefenceConfig:
         if self.name not in DEFENCES:
-            raise ValueError(f"name: unknown defence {self.name!r}; known: {', '.join(DEFENCES.names())}")
+            aliases = "".join(f", {a} (= {n})" for a, n in ALIASES.items())
+            raise ValueError(f"name: unknown defence {self.name!r}; known: {', '.join(DEFENCES.names())}"
+                             f"{aliases}")
         try:
             full = DEFENCES.get(self.name).Params(**self.params).model_dump(mode="json")
         except ValidationError as e:

@@ -32,6 +32,7 @@ from undistill.analysis import test_accuracy
 from undistill.config import ConfigError, RunConfig, Runtime, builtin_specs, load_spec
 from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
+from undistill.defences.release_path import released_answers
 from undistill.engine import train_run
 from undistill.runs import get_dataset, load_run_model
 from undistill.stats import mean_ci
@@ -179,13 +180,9 @@ def utility(model_cfg: RunConfig, normal_cfg: RunConfig, output: DefenceConfig |
     normal = load_run_model(normal_cfg, runtime.runs_dir, runtime.data_root)
     defence = build_defence(output, ds.num_classes) if output is not None else None
     torch.manual_seed(seed)  # noise defences: a fixed draw
-    released, reference = [], []
-    for xb in ds.test_images.split(1000):
-        x = normalize(xb, ds.mean, ds.std)
-        p = torch.softmax(model(x).float(), 1)
-        released.append(defence(p, x) if defence is not None else p)
-        reference.append(normal(x).argmax(1))
-    r, ref, y = torch.cat(released), torch.cat(reference), ds.test_labels
+    r = released_answers(model, ds.test_images, ds.mean, ds.std, defence)  # as users get them
+    ref = torch.cat([normal(normalize(xb, ds.mean, ds.std)).argmax(1) for xb in ds.test_images.split(1000)])
+    y = ds.test_labels
     pred = r.argmax(1)
     p = r / r.sum(1, keepdim=True).clamp_min(1e-12)  # rounded rows: as a client reads them
     conf = p.max(1).values

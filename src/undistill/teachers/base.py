@@ -155,15 +155,16 @@ class Teacher(nn.Module):
         """The model's raw answer ``[N, C]`` to inputs in its own conventions."""
         raise NotImplementedError
 
-    def _to_logits(self, out: torch.Tensor) -> torch.Tensor:
-        if self.spec.outputs == "probs":
-            return out.clamp_min(PROB_FLOOR).log()
-        return out
+    def raw_answer(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own answer ``[N, C]`` (logits or probabilities: ``spec.outputs``) to inputs
+        already in its conventions, float32 on ``x``'s device: what ``undistill serve`` releases."""
+        with torch.no_grad():
+            return self._answer(x.float().contiguous()).to(x.device).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = self._answer(self._model_input(x).float().contiguous())
-        return self._to_logits(out.to(x.device).float())
+            out = self.raw_answer(self._model_input(x))
+        return out.clamp_min(PROB_FLOOR).log() if self.spec.outputs == "probs" else out
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images in the bound dataset's conventions (``log p`` for probabilities)."""
