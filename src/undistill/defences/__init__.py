@@ -1,8 +1,11 @@
 """Output-perturbation defences by name (``docs/defences.md``). A new defence is one module here
-with a ``@DEFENCES.register("name")`` class, plus its import below. Every release of a teacher's
+with a ``@DEFENCES.register("name")`` class: every module of this package is imported (so its
+registration runs) when the package is (but ``_NOT_DEFENCES``). Every release of a teacher's
 answers goes through :func:`release` (``release_path.py``)."""
 
-from undistill.defences import mad, misinformation, output  # noqa: F401  (registers)
+import importlib
+import pkgutil
+
 from undistill.defences.base import (
     ALIASES,
     DEFENCES,
@@ -23,6 +26,12 @@ from undistill.defences.release_path import (
     release_answer,
     released_answers,
 )
+
+#: modules that hold no defence (the leaderboard and the defended teacher import the layers above)
+_NOT_DEFENCES = ("base", "release_path", "leaderboard", "teacher")
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _NOT_DEFENCES:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["ALIASES", "DEFENCES", "KNOWN_CLASSES", "POLICIES", "RELEASE_FLOOR", "Defence", "DefenceConfig",
            "DefenceParams", "answer_probabilities", "build_defence", "parse_defence", "policy_defence",
