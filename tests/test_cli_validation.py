@@ -227,7 +227,7 @@ def test_other_commands_range_check_too(args: list[str], flag: str, tmp_path: Pa
 
 
 def test_every_numeric_flag_has_a_range_rule() -> None:
-    from undistill.cli_checks import EXEMPT, RULES, parameters
+    from undistill.cli.checks import EXEMPT, RULES, parameters
 
     numeric = {(info.callback.__name__, name) for info in app.registered_commands if info.callback
                for name, (_, types) in parameters(info.callback).items()
@@ -238,7 +238,7 @@ def test_every_numeric_flag_has_a_range_rule() -> None:
 
 
 def test_flags_are_named_as_typed() -> None:
-    from undistill.cli_checks import parameters
+    from undistill.cli.checks import parameters
 
     serve = next(i.callback for i in app.registered_commands
                  if i.callback and i.callback.__name__ == "serve")

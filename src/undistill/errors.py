@@ -1,12 +1,14 @@
 """One error boundary for every command of the ``undistill`` CLI.
 
-An expected failure (bad config or data, a missing or unreadable checkpoint, a diverged run, a runs
-directory that is read-only or full, ...) prints one line naming the file or field, ``error: ...``
-on stderr, and exits with status 2. ``--debug`` anywhere on the command line (or
-``UNDISTILL_DEBUG=1``) lets the exception through with its traceback instead. Anything else is a
-bug and keeps its traceback. Ctrl-C prints how to resume and exits with status 130.
+An expected failure (an :class:`~undistill.exceptions.UndistillError`: bad config, flag or data,
+a missing or unreadable checkpoint, a diverged run, ...; or a runs directory that is read-only or
+full) prints one line naming the file or field, ``error: ...`` on stderr, and exits with status 2.
+``--debug`` anywhere on the command line (or ``UNDISTILL_DEBUG=1``) lets the exception through
+with its traceback instead. Anything else is a bug and keeps its traceback. Ctrl-C prints how to
+resume and exits with status 130. This is the only place that catches expected errors: commands
+let them through.
 
-:func:`guard` wraps each registered command's function (so the boundary also holds under
+:func:`boundary` wraps each registered command's function (so the boundary also holds under
 ``typer.testing.CliRunner``); :func:`main` is the console-script entry point.
 """
 
@@ -21,31 +23,19 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from safetensors import SafetensorError
+
+from undistill.api import USER_ERRORS
 
 DEBUG_FLAG = "--debug"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 INTERRUPTED = ("interrupted: finished epochs are checkpointed; rerun the same command to resume")
+#: A user's situation, not a bug: the package's errors (:data:`undistill.api.USER_ERRORS`, which
+#: is ``UndistillError``), and the file system's and safetensors' errors (a read-only or full disk).
+EXPECTED: tuple[type[BaseException], ...] = (*USER_ERRORS, OSError, SafetensorError)
 _debug = False
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that are a user's situation, not a bug (imported when needed)."""
-    from safetensors import SafetensorError
-
-    from undistill.checkpoint import CheckpointError
-    from undistill.config import ConfigError
-    from undistill.data import DatasetError
-    from undistill.engine import TrainingDiverged
-
-    found: list[type[BaseException]] = [ConfigError, DatasetError, CheckpointError, TrainingDiverged,
-                                        SafetensorError, OSError]
-    for module, name in (("undistill.figures", "ReportError"), ("undistill.search", "SearchError"),
-                         ("undistill.teachers.base", "TeacherError")):
-        mod = sys.modules.get(module)  # only a command that used the module can raise its error
-        if mod is not None and hasattr(mod, name):
-            found.append(getattr(mod, name))
-    return tuple(found)
 
 
 _OS_HINTS = {
@@ -76,8 +66,9 @@ def debugging() -> bool:
     return _debug or os.environ.get("UNDISTILL_DEBUG", "") not in ("", "0")
 
 
-def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with expected errors turned into one line and exit 2, Ctrl-C into exit 130."""
+def boundary(fn: Callable[..., Any], reword: Callable[[str], str] = str) -> Callable[..., Any]:
+    """``fn`` with expected errors turned into one line (``reword``-ed: e.g. the library's option
+    names spelt as the command's flags) and exit 2, Ctrl-C into exit 130."""
     if getattr(fn, "__undistill_guarded__", False):
         return fn
 
@@ -88,24 +79,19 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             Console(stderr=True).print(INTERRUPTED, markup=False, highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except Exception as e:
-            if debugging() or not isinstance(e, expected_errors()):
+        except EXPECTED as e:
+            if debugging():
                 raise
-            print_error(_escape(describe(e)))
+            print_error(escape(reword(describe(e))))
             raise typer.Exit(EXIT_ERROR) from None
 
     guarded.__undistill_guarded__ = True  # type: ignore[attr-defined]
     return guarded
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
 def guard(app: typer.Typer) -> typer.Typer:
-    """Put every command registered on ``app`` (so far) behind :func:`boundary`."""
+    """Put every command registered on ``app`` (so far) behind :func:`boundary` (a command already
+    behind it keeps its own)."""
     for info in app.registered_commands:
         if info.callback is not None:
             info.callback = boundary(info.callback)

@@ -4,7 +4,8 @@ A rule applies to the option (or argument) of that Python name in every command,
 gets the checks of the flags it shares with the others: a bad value is a ConfigError naming the
 flag (one line, exit status 2, through :mod:`undistill.errors`), raised before anything is
 trained, queried or written. Numeric options without a rule are in :data:`EXEMPT` with the
-reason; ``tests/test_cli_validation.py`` keeps the two tables complete.
+reason; ``tests/test_cli_validation.py`` keeps the two tables complete. :func:`checked` puts the
+rules in front of a command (:mod:`undistill.cli` does so for each one it registers).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import typer
 
-from undistill.config import ConfigError
+from undistill.config import ConfigError, Runtime
 
 #: a rule returns what is wrong with a value, or None
 Rule = Callable[[Any], "str | None"]
@@ -44,6 +45,10 @@ def between(lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = Fals
         ok = (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
         return None if ok else f"must be in {text}, got {v}"
     return _finite(rule)
+
+
+def one_of(*values: str) -> Rule:
+    return lambda v: None if v in values else f"must be one of {', '.join(values)}, got {v!r}"
 
 
 def known_device(name: str) -> str | None:
@@ -130,6 +135,7 @@ RULES: dict[str, Rule] = {
     "classes": at_least(2), "channels": at_least(1), "size": at_least(1),
     "samples": at_least(2), "examples": at_least(1),
     "device": known_device, "dataset": known_dataset,
+    "precision": one_of(*typing.get_args(Runtime.model_fields["precision"].annotation)),
 }
 
 #: numeric options without a rule, and why
@@ -155,16 +161,18 @@ def _leaves(hint: Any) -> tuple[Any, ...]:
 
 
 def parameters(fn: Callable[..., Any]) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """A command's parameters: Python name -> (the flag as typed, e.g. ``--max-request-mb``, or
-    the argument's name in capitals; the plain types it takes)."""
-    fn = inspect.unwrap(fn)
+    """A command's parameters as typer sees them (its signature, shared option groups expanded:
+    :func:`undistill.cli.options.expand`): Python name -> (the flag as typed, e.g.
+    ``--max-request-mb``, or the argument's name in capitals; the plain types it takes)."""
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # an annotation that does not resolve: flags from the names alone
-        hints = {}
+        signature = inspect.signature(fn, eval_str=True)
+    except NameError:  # an annotation that does not resolve: flags from the names alone
+        signature = inspect.signature(fn)
     found: dict[str, tuple[str, tuple[Any, ...]]] = {}
-    for name in inspect.signature(fn).parameters:
-        hint, info = hints.get(name), None
+    for name, param in signature.parameters.items():
+        hint, info = param.annotation, None
+        if isinstance(hint, str) or hint is inspect.Parameter.empty:
+            hint = None
         if typing.get_origin(hint) is typing.Annotated:
             hint, *meta = typing.get_args(hint)
             info = next((m for m in meta if isinstance(m, typer.models.ParameterInfo)), None)
@@ -208,11 +216,3 @@ def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
     run.__undistill_checked__ = True  # type: ignore[attr-defined]
     return run
 
-
-def guard(app: typer.Typer) -> typer.Typer:
-    """Put :func:`check` in front of every command registered on ``app`` (before the error
-    boundary, :func:`undistill.errors.guard`, wraps them)."""
-    for info in app.registered_commands:
-        if info.callback is not None:
-            info.callback = checked(info.callback)
-    return app

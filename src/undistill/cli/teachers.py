@@ -1,0 +1,133 @@
+"""Commands on teachers from anywhere (docs/teachers.md): ``serve``, ``inspect``, ``audit``.
+
+A teacher is a model file, a run directory or a URL; the options describing it (its input
+conventions, its architecture for a state_dict, the black-box client) are groups shared with
+``steal --teacher`` (:mod:`undistill.cli.options`).
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from undistill import api
+from undistill.cli.checks import api_key, split_methods
+from undistill.cli.options import (
+    ApiKeyEnv,
+    DataRoot,
+    Device,
+    Json,
+    Progress,
+    Sets,
+    StudentArch,
+    StudentEpochs,
+    StudentWidth,
+    TeacherSource,
+    client,
+    conventions,
+    expand,
+    out,
+    teacher_model,
+)
+
+
+@expand(spec=conventions, model=teacher_model)
+def serve(
+    teacher: TeacherSource,
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    name: Annotated[str, typer.Option(help="model name in the URL /v2/models/NAME")] = "model",
+    dataset: Annotated[str | None, typer.Option(help="dataset whose conventions fill unset "
+                                                "input conventions")] = None,
+    policy: Annotated[str, typer.Option(help="output policy: full, top-k, round, labels")
+                      ] = "full",
+    top_k: Annotated[int, typer.Option("--top-k", help="k of the top-k policy")] = 1,
+    decimals: Annotated[int, typer.Option(help="decimals of the round policy")] = 2,
+    defence: Annotated[str | None, typer.Option(help="an output defence instead of --policy, as "
+                                                "YAML: '{name: mad, params: {epsilon: 1}}' "
+                                                "(docs/defences.md)")] = None,
+    api_key_env: ApiKeyEnv = None,
+    max_request_mb: Annotated[float, typer.Option(help="request size limit (MiB)")] = 16.0,
+    *,
+    spec: dict[str, Any],
+    model: dict[str, Any],
+    data_root: DataRoot = None,
+) -> None:
+    """Serve a teacher over the Open Inference Protocol (KServe v2) behind an output policy."""
+    api.serve(teacher, host=host, port=port, name=name, dataset=dataset, policy=policy,
+              top_k=top_k, decimals=decimals, defence=defence, api_key=api_key(api_key_env),
+              max_request_bytes=int(max_request_mb * (1 << 20)), data_root=data_root, spec=spec,
+              log=lambda line: out.print(line, markup=False), **model)
+
+
+@expand(spec=conventions, model=teacher_model)
+def inspect(
+    teacher: TeacherSource,
+    dataset: Annotated[str, typer.Option(help="dataset whose test split is measured")],
+    reference: Annotated[str | None, typer.Option(help="another teacher (e.g. the normal "
+                                                  "one): KL to it and top-1 agreement")] = None,
+    temperature: Annotated[list[float] | None, typer.Option(help="KL temperatures")] = None,
+    *,
+    spec: dict[str, Any],
+    model: dict[str, Any],
+    api_key_env: ApiKeyEnv = None,
+    as_json: Json = False,
+    data_root: DataRoot = None,
+    device: Device = "auto",
+) -> None:
+    """Accuracy, softmax peaks, entropy (and KL to a reference) of any teacher on a test split."""
+    row = api.inspect(teacher, dataset, reference=reference, temperatures=temperature or [1.0],
+                      data_root=data_root, device=device, spec=spec, **model,
+                      **client(api_key_env))
+    if as_json:
+        print(json.dumps(row))
+        return
+    out.print(f"{row['teacher']['kind']} teacher {row['teacher']['identity']} on the {dataset} "
+              f"test split: accuracy {row['accuracy']:.2f}%, peaks>0.1 {row['peaks']:.2f}, "
+              f"entropy {row['entropy']:.3f}, max prob {row['max_prob']:.3f}", markup=False)
+    if reference is not None:
+        kls = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("kl_T"))
+        out.print(f"vs {reference}: agreement {row['agreement']:.2f}%, {kls}", markup=False)
+
+
+@expand(spec=conventions, model=teacher_model, client=client)
+def audit(
+    teacher: TeacherSource,
+    dataset: Annotated[str, typer.Option(help="dataset the attacks draw their queries from")],
+    arch: StudentArch = "cnn",
+    budget: Annotated[int, typer.Option(help="images each attack may send (probe included)")
+                      ] = 1000,
+    out_dir: Annotated[Path, typer.Option("--out", help="where audit.json and report.md go")
+                       ] = Path("audit"),
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where the students and "
+                                                  "the answer cache go (default: OUT/runs)")
+                        ] = None,
+    methods: Annotated[str, typer.Option(help="attacks, comma-separated")
+                       ] = "kd,htc,skeptical,hard-label",
+    curve_points: Annotated[int, typer.Option(help="budgets on the accuracy-vs-queries curve")
+                            ] = 4,
+    epochs: StudentEpochs = None,
+    width: StudentWidth = 1.0,
+    seed: int = 0,
+    sets: Sets = None,
+    *,
+    spec: dict[str, Any],
+    model: dict[str, Any],
+    client: dict[str, Any],
+    data_root: DataRoot = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Can this model be stolen? KD, HTC, Skeptical and hard-label attacks at a query budget."""
+    doc = api.audit(teacher, dataset, arch=arch, budget=budget, out_dir=out_dir, runs_dir=runs_dir,
+                    methods=split_methods(methods), curve_points=curve_points, epochs=epochs,
+                    width=width, seed=seed, sets=sets, data_root=data_root, device=device,
+                    progress=progress, spec=spec, **model, **client)
+    out.print(f"teacher: {doc['teacher']['accuracy']:.2f}%", markup=False)
+    for a in doc["attacks"]:
+        out.print(f"{a['method']:>10} {a['arch']}: {a['accuracy']:.2f}% accuracy, "
+                  f"{a['agreement']:.2f}% agreement, {a['queries']} queries", markup=False)
+    out.print(f"verdict: {doc['verdict']}", markup=False)
+    out.print(f"written: {out_dir}/audit.json, {out_dir}/report.md, {out_dir}/curve.png",
+              markup=False)
