@@ -22,11 +22,12 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import safe_open as _safe_open
 
 import undistill
+from undistill.exceptions import UndistillError
 
 META_KEY = "undistill"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UndistillError, RuntimeError):
     """A checkpoint that is missing, unreadable or of another run."""
 
 

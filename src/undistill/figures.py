@@ -30,6 +30,7 @@ from undistill.analysis import (
     tsne_perplexity,
 )
 from undistill.checkpoint import atomic_write_json
+from undistill.exceptions import UndistillError
 from undistill.losses import ensemble_logits
 from undistill.methods.htc import ALPHA as HTC_ALPHA
 from undistill.methods.htc import TEMPERATURE as HTC_TEMPERATURE
@@ -39,7 +40,7 @@ from undistill.methods.htc import TEMPERATURE as HTC_TEMPERATURE
 FIG2_LOW, FIG2_HIGH, FIG2_ALPHA = 4.0, HTC_TEMPERATURE, HTC_ALPHA
 
 
-class ReportError(ValueError):
+class ReportError(UndistillError, ValueError):
     """A results directory or run that cannot be reported on; the message says what is missing."""
 
 

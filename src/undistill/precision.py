@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from undistill.config import Runtime
+from undistill.exceptions import UndistillError
 
 #: The CPU candidates, simplest first.
 PATHS = ("fp32", "fp32+channels_last", "bf16+channels_last")
@@ -45,7 +46,7 @@ ENV = "UNDISTILL_COMPUTE_PATH"
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(UndistillError, ValueError):
     """An unknown compute path (e.g. in ``UNDISTILL_COMPUTE_PATH``)."""
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from undistill.checkpoint import atomic_write_json
 from undistill.config import RunConfig, Runtime
+from undistill.exceptions import UndistillError
 from undistill.methods import METHODS, method_names
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def search_methods() -> list[str]:
     return method_names(lambda cls: bool(cls.search_space))
 
 
-class SearchError(ValueError):
+class SearchError(UndistillError, ValueError):
     """A search that cannot run as asked (bad method, grid or budget), or that read the test set."""
 
 

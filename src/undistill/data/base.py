@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
+from undistill.exceptions import UndistillError
 from undistill.registry import Registry
 
 
-class DatasetError(ValueError):
+class DatasetError(UndistillError, ValueError):
     """Bad or missing data on disk. The message names the file, what is wrong and how to get the data."""
 
 
