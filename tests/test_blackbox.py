@@ -23,18 +23,11 @@ from undistill.serve import BackgroundServer, ServeStats, create_app, make_polic
 from undistill.stealing import steal
 from undistill.teachers import Teacher, TeacherError
 from undistill.teachers.remote import RemoteTeacher
-from undistill.teachers.sources import OPENED
 
 DS = get_dataset("digits", None)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 FAST = ["optim.batch_size=32", "model.width=0.25"]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_process_state():
-    OPENED.clear()  # each test opens its teachers as a new process would
-    yield
-    OPENED.clear()
 
 
 @pytest.fixture
@@ -79,15 +72,13 @@ def test_steal_through_a_server_within_budget_and_never_twice(model_file: Path, 
         assert max(stats.per_input.values()) == 1
         assert res.epochs_run == 2
         cfg = json.loads((Path(res.run_dir) / "config.json").read_text())["config"]
-        assert cfg["budget"] == 40 and cfg["external_teachers"][0]["identity"].startswith("url:")
+        assert cfg["budget"] == 40 and cfg["teachers"][0]["identity"].startswith("url:")
         # a repeated attack (another student, a new process) pays only for the probe
-        OPENED.clear()
         steal(url, "digits", "cnn", "hard-label", budget=40, runs_dir=runs, epochs=1,
               device="cpu", sets=FAST, retries=0)
         assert stats.images == 41 and sorted(set(stats.per_input.values())) == [1, 2]
         # a budget too small for what is asked is never exceeded: nothing is sent
-        OPENED.clear()
-        t = RemoteTeacher(url, budget=3, cache=tmp_path / "other.sqlite").bind_dataset(DS)
+        t = Teacher.from_url(url, budget=3, cache=tmp_path / "other.sqlite").bind_dataset(DS)
         t.probe()
         x = torch.randn(5, 1, 8, 8)
         with pytest.raises(TeacherError, match="query budget of 3 images spent"):
@@ -102,8 +93,8 @@ def test_retries_recover_from_a_failing_server_without_double_counting(model_fil
     app, _ = served(model_file)
     server = BackgroundServer(FailEvery(app, 3))
     with server:
-        t = RemoteTeacher(f"{server.url}/v2/models/model", batch_size=8, concurrency=2,
-                          retries=4, backoff=0.01, cache=tmp_path / "a.sqlite").bind_dataset(DS)
+        t = Teacher.from_url(f"{server.url}/v2/models/model", batch_size=8, concurrency=2,
+                             retries=4, backoff=0.01, cache=tmp_path / "a.sqlite").bind_dataset(DS)
         t.probe()
         from undistill.data.augment import normalize
 

@@ -20,10 +20,11 @@ from undistill.defences import (
 )
 from undistill.defences.mad import mad_targets
 from undistill.defences.misinformation import misinformation_mix
-from undistill.defences.teacher import DefendedTeacher
+from undistill.defences.teacher import DefendedEnsemble
 from undistill.engine import train_run
 from undistill.losses import cross_entropy
-from undistill.methods import METHODS, Teacher
+from undistill.methods import METHODS
+from undistill.methods.base import Ensemble
 from undistill.runs import data_views, get_dataset, load_run_model, load_teacher
 
 
@@ -240,15 +241,15 @@ def test_defended_teacher_gives_methods_the_released_outputs(runtime) -> None:
     train_run(t, runtime)
     cfg = student_config(t, defence={"name": "topk", "params": {"k": 2}})
     teacher = load_teacher(cfg, runtime.runs_dir, None)
-    assert isinstance(teacher, DefendedTeacher)
+    assert isinstance(teacher, DefendedEnsemble)
     x = torch.randn(6, 1, 8, 8)
-    raw = Teacher([load_run_model(t, runtime.runs_dir)]).logits(x)
+    raw = Ensemble([load_run_model(t, runtime.runs_dir)]).logits(x)
     want = released_logits(defence("topk", k=2)(torch.softmax(raw, 1)))
     assert torch.allclose(teacher.logits(x), want)
     assert torch.equal((torch.softmax(teacher.logits(x), 1) > 1e-3).sum(1), torch.full((6,), 2))
     with pytest.raises(NotImplementedError, match="data-free"):
         teacher.forward_features_grad(x)
-    assert type(load_teacher(student_config(t), runtime.runs_dir, None)) is Teacher
+    assert type(load_teacher(student_config(t), runtime.runs_dir, None)) is Ensemble
 
 
 class _Bf16Logits(torch.nn.Module):
@@ -267,7 +268,7 @@ def test_released_outputs_keep_their_top1_when_the_teacher_computes_in_bf16() ->
     # bf16 rounding ties the top-1 with the poisoned class and argmax picks the lower index
     torch.manual_seed(0)
     z = torch.randn(512, 10) * 2
-    teacher = DefendedTeacher([_Bf16Logits(z)], defence("mad", epsilon=1.0, keep_top1=True))
+    teacher = DefendedEnsemble([_Bf16Logits(z)], defence("mad", epsilon=1.0, keep_top1=True))
     released = teacher.logits(torch.randn(512, 1, 8, 8))
     assert released.dtype == torch.float32
     top1 = _Bf16Logits(z).z.float().argmax(1)

@@ -24,10 +24,10 @@ from undistill.defences import (
     release,
     released_logits,
 )
-from undistill.defences import leaderboard as lb
 from undistill.defences.output import LabelsOnly, Round, TopK
-from undistill.defences.teacher import DefendedTeacher
+from undistill.defences.teacher import DefendedEnsemble
 from undistill.serve import create_app, make_policy
+from undistill.suites import leaderboard as lb
 from undistill.teachers import Teacher as Source
 
 SPEC = {"channels": 1, "image_size": 8, "num_classes": 10}
@@ -95,9 +95,9 @@ def test_serve_the_defended_teacher_and_the_leaderboard_release_the_same(
     over_http = served(Source.from_module(m, SPEC), fresh(), x)
     assert torch.equal(over_http, want)
     if cfg is not None:  # what a student learns from: the log of the same release
-        student_sees = DefendedTeacher([m], fresh()).logits(x)
+        student_sees = DefendedEnsemble([m], fresh()).logits(x)
         assert torch.equal(student_sees, released_logits(want))
-        assert torch.equal(DefendedTeacher([m], fresh()).all_logits(x)[0], student_sees)
+        assert torch.equal(DefendedEnsemble([m], fresh()).all_logits(x)[0], student_sees)
     assert torch.equal(utility_release(m, pixels, cfg, monkeypatch), want)
 
 
@@ -117,7 +117,7 @@ def test_inputs_reach_a_defence_by_its_contract_only(needs: bool) -> None:
     d.seen = []
     x = torch.randn(3, 1, 8, 8)
     served(Source.from_module(model(), SPEC), d, x)
-    DefendedTeacher([model()], d).logits(x)
+    DefendedEnsemble([model()], d).logits(x)
     assert len(d.seen) == 2
     for got in d.seen:
         assert torch.equal(got, x) if needs else got is None

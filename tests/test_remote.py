@@ -29,17 +29,10 @@ from undistill.runs import get_dataset
 from undistill.serve import BackgroundServer, ServeStats, create_app
 from undistill.teachers import BudgetExhausted, Teacher, TeacherError
 from undistill.teachers.remote import AnswerCache, RemoteTeacher
-from undistill.teachers.sources import OPENED
 
 DS = get_dataset("digits", None)
 FAST = ["optim.batch_size=32", "model.width=0.25"]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_process_state():
-    OPENED.clear()
-    yield
-    OPENED.clear()
 
 
 @pytest.fixture
@@ -229,20 +222,20 @@ def test_retries_count_against_the_budget(model_file: Path, tmp_path: Path) -> N
     count = Count(FailEvery(app, 2))  # every second request fails: each one is sent twice
     with BackgroundServer(count) as srv:
         url = f"{srv.url}/v2/models/model"
-        t = RemoteTeacher(url, budget=41, retries=3, backoff=0.01, batch_size=8, concurrency=1,
-                          cache=tmp_path / "a.sqlite").bind_dataset(DS)
+        t = Teacher.from_url(url, budget=41, retries=3, backoff=0.01, batch_size=8, concurrency=1,
+                             cache=tmp_path / "a.sqlite").bind_dataset(DS)
         with pytest.raises(BudgetExhausted, match="retry") as e:
             t.logits(images(40))
         one_line(e.value)
         assert count.images <= 41 == t.budget.used
         # with room for the retries the same attack succeeds, and the budget is what was received
-        t = RemoteTeacher(url, budget=200, retries=3, backoff=0.01, batch_size=8, concurrency=1,
-                          cache=tmp_path / "b.sqlite").bind_dataset(DS)
+        t = Teacher.from_url(url, budget=200, retries=3, backoff=0.01, batch_size=8, concurrency=1,
+                             cache=tmp_path / "b.sqlite").bind_dataset(DS)
         before = count.images
         t.logits(images(40))
         assert t.budget.used == count.images - before > 41 and t.sent == 41
     # a connection that was refused sent nothing: it does not count
-    t = RemoteTeacher(url, budget=5, retries=2, backoff=0.01).bind_dataset(DS)
+    t = Teacher.from_url(url, budget=5, retries=2, backoff=0.01).bind_dataset(DS)
     with pytest.raises(TeacherError, match=r"no answer after 3 attempts \(ConnectError"):
         t.probe()
     assert t.budget.used == 0
@@ -254,8 +247,8 @@ def test_bad_answers_are_never_cached_and_bad_rows_are_asked_again(tmp_path: Pat
     cache = tmp_path / "answers.sqlite"
     x = images(6)
     with BackgroundServer(model) as srv:
-        def teacher() -> RemoteTeacher:
-            return RemoteTeacher(srv.url, retries=0, cache=cache).bind_dataset(DS)
+        def teacher() -> Teacher:
+            return Teacher.from_url(srv.url, retries=0, cache=cache).bind_dataset(DS)
 
         model.nan = True
         t = teacher()
@@ -319,7 +312,7 @@ def test_a_damaged_answer_cache_is_one_line_with_the_way_out(tmp_path: Path) -> 
     path = tmp_path / "answers.sqlite"
     path.write_bytes(b"this is not a database, just garbage\x00\xff" * 200)
     for opener in (lambda: AnswerCache(path),
-                   lambda: RemoteTeacher("http://127.0.0.1:9/m", cache=path)):
+                   lambda: Teacher.from_url("http://127.0.0.1:9/m", cache=path)):
         with pytest.raises(TeacherError, match="delete it") as e:
             opener()
         msg = one_line(e.value)
@@ -401,7 +394,7 @@ def test_credentials_in_the_url_are_used_and_never_stored(tmp_path: Path, monkey
                     sets=FAST, retries=0)
         assert model.images == 30
         cfg = json.loads((Path(res.run_dir) / "config.json").read_text())["config"]
-        source = cfg["external_teachers"][0]["source"]
+        source = cfg["teachers"][0]["source"]
         assert source == f"http://127.0.0.1:{port}/v2/models/m"
         leaks = [p for p in runs.rglob("*") if p.is_file() and b"PASSWORD" in p.read_bytes()]
         assert leaks == []

@@ -34,7 +34,6 @@ import torch
 from undistill.checkpoint import atomic_write_json
 from undistill.config import ConfigError, InputSpec, Runtime
 from undistill.teachers import Teacher
-from undistill.teachers.remote import QueryBudget, RemoteTeacher
 
 DEFAULT_METHODS = ("kd", "htc", "skeptical", "hard-label")
 #: Without labels, the Skeptical student distils from the first epoch (no label-only warm-up).
@@ -109,15 +108,16 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     from undistill.executor import LocalExecutor
     from undistill.progress import Reporter
     from undistill.runs import get_dataset, load_run_model
-    from undistill.stealing import open_teacher, student_config
+    from undistill.stealing import open_teacher, opener_for, student_config
     from undistill.teachers.measure import test_logits
 
     out = Path(out)
     runs_dir = Path(runs_dir or out / "runs")
     methods = list(methods)
     check_arguments(budget, curve_points, methods, epochs, width, margin, device, client)
+    opener = opener_for(runs_dir, budget, data_root, trust_factory, **client)
     t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
-                     budget=budget, trust_factory=trust_factory, **client)
+                     budget=budget, opener=opener)
     ds = get_dataset(dataset, data_root)
     budgets = curve_budgets(budget, curve_points)
     curve_method = methods[0]
@@ -132,7 +132,8 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
             t, dataset, arch, curve_method, b, width, labels=False, epochs=epochs,
             params=NO_LABEL_PARAMS.get(curve_method), seed=seed,
             sets=sets, name=f"audit {curve_method} {arch} @{b}"))
-    runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress)
+    runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress,
+                      opener=opener)
     # the largest budget first: smaller transfer sets are its prefixes, answered from the cache
     order = sorted(plans, key=lambda k: -k[1])
     results = LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
@@ -142,13 +143,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
         return {"run_id": res.run_id, "run_dir": str(res.run_dir)}
 
     dev = select_device(device)
-    if isinstance(t, RemoteTeacher):  # the owner's evaluation: outside the attack's budget
-        attack_budget, t.__dict__["budget"] = t.budget, QueryBudget(None)
-    try:
-        t_logits = test_logits(t, ds, dev)
-    finally:
-        if isinstance(t, RemoteTeacher):
-            t.__dict__["budget"] = attack_budget
+    t_logits = test_logits(t.unbudgeted(), ds, dev)  # the owner's evaluation: outside the budget
     labels = ds.test_labels
     t_acc = 100.0 * (t_logits.argmax(1) == labels).float().mean().item()
 

@@ -11,23 +11,35 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from undistill.config_teachers import ClientConfig, ExternalTeacherConfig, InputSpec, StrictModel
 from undistill.defences.base import KNOWN_CLASSES, DefenceConfig
 from undistill.optim import OptimConfig
 
 M = TypeVar("M", bound=BaseModel)
+__all__ = ["ClientConfig", "ConfigError", "DataConfig", "ExternalTeacherConfig", "InputSpec",
+           "MethodConfig", "ModelConfig", "RunConfig", "Runtime", "apply_overrides", "builtin_specs",
+           "load_config", "load_spec", "parse_config"]
 
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names each offending field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = StrictModel
 
 
 class DataConfig(_Strict):
@@ -105,100 +117,16 @@ class MethodConfig(_Strict):
         return self
 
 
-class InputSpec(_Strict):
-    """What a model from outside expects and answers; unset fields follow the dataset's own."""
-
-    image_size: int | None = Field(None, ge=1, le=4096, description="square input size (pixels)")
-    channels: int | None = Field(None, ge=1, le=4, description="input channels (1 grey, 3 colour)")
-    channel_order: Literal["rgb", "bgr"] = "rgb"
-    mean: list[float] | None = Field(None, description="per-channel mean the model subtracts from "
-                                     "[0, 1] pixels ([0] with std [1]: raw [0, 1] input)")
-    std: list[float] | None = None
-    num_classes: int | None = Field(None, ge=2)
-    outputs: Literal["auto", "logits", "probs"] = Field("auto", description="what the model "
-                                                        "answers; auto: probabilities if every "
-                                                        "row of the probe's answer sums to 1")
-
-    @model_validator(mode="after")
-    def _norm(self) -> InputSpec:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("mean and std: give both or neither")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
-        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
-            raise ValueError(f"mean has {len(self.mean)} values but std {len(self.std)}")
-        return self
+def _teacher_tag(v: Any) -> str:
+    """A teacher entry is a run (a nested run config) or a teacher from a file or URL."""
+    if isinstance(v, dict):
+        return "external" if "source" in v or "kind" in v or "identity" in v else "run"
+    return "external" if isinstance(v, ExternalTeacherConfig) else "run"
 
 
-class ClientConfig(_Strict):
-    """How a URL teacher is asked (never part of a run's identity)."""
-
-    batch_size: int = Field(64, ge=1, description="images per request")
-    concurrency: int = Field(4, ge=1, description="requests in flight at once")
-    rate: float | None = Field(None, gt=0, description="requests per second at most")
-    timeout: float = Field(30.0, gt=0, description="seconds per request")
-    retries: int = Field(5, ge=0, description="retries of a failed request (exponential backoff)")
-    backoff: float = Field(0.5, ge=0, description="first backoff wait (s), doubling per retry")
-    api_key_env: str | None = Field(None, description="environment variable holding the API key "
-                                    "(the key itself is never written to a config)")
-    basic_auth_env: str | None = Field(None, description="environment variable holding "
-                                       "'user:password' for HTTP basic auth (never written to a "
-                                       "config; credentials in a URL are taken out of it)")
-
-    def options(self) -> dict[str, Any]:
-        import os
-
-        d = self.model_dump(exclude={"api_key_env", "basic_auth_env"})
-        for field, var in (("api_key_env", self.api_key_env), ("basic_auth_env", self.basic_auth_env)):
-            if not var:
-                continue
-            if var not in os.environ:
-                raise ValueError(f"client.{field}: ${var} is not set")
-            if not os.environ[var].strip():
-                raise ValueError(f"client.{field}: ${var} is set but empty")
-            if field == "api_key_env":
-                d["api_key"] = os.environ[var]
-            else:
-                user, _, password = os.environ[var].partition(":")
-                d["auth"] = (user, password)
-        return d
-
-
-class ExternalTeacherConfig(_Strict):
-    """A frozen teacher from outside the runs directory (see docs/teachers.md)."""
-
-    source: str = Field(description="a model file (.pt/.ts TorchScript, .pt2 torch.export, .onnx, "
-                        ".safetensors/.pt state_dict) or an http(s) URL of an Open Inference "
-                        "Protocol model")
-    kind: Literal["torchscript", "export", "onnx", "state_dict", "url"]
-    identity: str = Field(min_length=8, description="content hash of the file, or of the URL and "
-                          "its answer to the fixed probe; part of every dependent run's id")
-    arch: str | None = Field(None, description="state_dict: zoo architecture or factory "
-                             "package.module:function")
-    width: float = Field(1.0, gt=0.0, le=4.0)
-    spec: InputSpec = Field(default_factory=InputSpec)
-    client: ClientConfig = Field(default_factory=ClientConfig)
-
-    @field_validator("source")
-    @classmethod
-    def _no_credentials(cls, v: str) -> str:
-        """``user:password@`` is taken out of a URL: credentials are never stored in a config (they
-        come from ``client.api_key_env`` / ``client.basic_auth_env``); run ids do not hold sources."""
-        from urllib.parse import urlsplit, urlunsplit
-
-        try:
-            parts = urlsplit(v)
-        except ValueError:  # not a URL (the teacher says so when it is opened)
-            return v
-        if parts.scheme in ("http", "https") and "@" in parts.netloc:
-            return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        return v
-
-    @model_validator(mode="after")
-    def _arch(self) -> ExternalTeacherConfig:
-        if self.kind == "state_dict" and not self.arch:
-            raise ValueError("arch: a state_dict teacher needs a zoo architecture or a factory")
-        return self
+TeacherEntry = Annotated[
+    Annotated["RunConfig", Tag("run")] | Annotated[ExternalTeacherConfig, Tag("external")],
+    Discriminator(_teacher_tag)]
 
 
 class RunConfig(_Strict):
@@ -208,11 +136,11 @@ class RunConfig(_Strict):
     model: ModelConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
-    teachers: list[RunConfig] = Field(default_factory=list, description="frozen models the method "
-                                      "learns from (or against); several are ensembled")
-    external_teachers: list[ExternalTeacherConfig] = Field(
-        default_factory=list, description="teachers from model files or URLs, ensembled with "
-        "`teachers`")
+    teachers: list[TeacherEntry] = Field(
+        default_factory=list, description="frozen models the method learns from (or against); "
+        "several are ensembled: runs of this toolkit (nested run configs) and teachers from model "
+        "files or URLs (entries with `source`, `kind`, `identity`; the old key "
+        "`external_teachers` is still read, into this list)")
     budget: int | None = Field(None, ge=2, description="images the teacher may be asked about: "
                                "one probe plus the first budget-1 training images, the student's "
                                "whole training set (augmentation off)")
@@ -224,12 +152,23 @@ class RunConfig(_Strict):
                                           "(docs/defences.md)")
     name: str = Field("", description="a label for humans; not part of the identity")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_teacher_list(cls, data: Any) -> Any:
+        """A config written with two lists (``teachers`` runs, ``external_teachers``) is read
+        into the one list, runs first."""
+        if isinstance(data, dict) and "external_teachers" in data:
+            data = dict(data)
+            external = data.pop("external_teachers") or []
+            data["teachers"] = [*(data.get("teachers") or []), *external]
+        return data
+
     @model_validator(mode="after")
     def _teacher_count(self) -> RunConfig:
         from undistill.methods import METHODS
 
         cls = METHODS.get(self.method.name)
-        n = len(self.teachers) + len(self.external_teachers)
+        n = len(self.teachers)
         if n < cls.min_teachers or (cls.max_teachers is not None and n > cls.max_teachers):
             hi = "any number" if cls.max_teachers is None else cls.max_teachers
             raise ValueError(f"teachers: method {self.method.name!r} takes {cls.min_teachers} to "
@@ -247,7 +186,7 @@ class RunConfig(_Strict):
                 except ValueError as e:
                     raise ValueError(f"defence.{e}") from None
         for i, t in enumerate(self.teachers):
-            if t.data.name != self.data.name:
+            if isinstance(t, RunConfig) and t.data.name != self.data.name:
                 raise ValueError(f"teachers.{i}: trained on {t.data.name!r} but this run uses "
                                  f"{self.data.name!r}")
         if self.budget is not None:
@@ -258,6 +197,16 @@ class RunConfig(_Strict):
                                  "set data.augment=false")
         return self
 
+    @property
+    def run_teachers(self) -> list[RunConfig]:
+        """The teachers that are runs of this toolkit (nested run configs), in order."""
+        return [t for t in self.teachers if isinstance(t, RunConfig)]
+
+    @property
+    def external_teachers(self) -> list[ExternalTeacherConfig]:
+        """The teachers from model files or URLs, in order (the run's ensemble: runs, then these)."""
+        return [t for t in self.teachers if isinstance(t, ExternalTeacherConfig)]
+
     def identity(self) -> dict[str, Any]:
         """The fields that decide what is learned, teachers by their run id.
 
@@ -266,12 +215,12 @@ class RunConfig(_Strict):
         existing runs unchanged. Changing a default value is therefore a breaking change.
         Method parameters are stored with their defaults filled in, so they always count.
         """
-        d = self.model_dump(mode="json", exclude={"name", "teachers", "external_teachers"},
-                            exclude_defaults=True)
+        d = self.model_dump(mode="json", exclude={"name", "teachers"}, exclude_defaults=True)
         d["data"]["name"] = self.data.name
         d["model"]["arch"] = self.model.arch
         d["method"] = {"name": self.method.name, "params": self.method.params}
-        d["teachers"] = [t.run_id for t in self.teachers]
+        # the document of the two lists the config once had: run ids stay what they were
+        d["teachers"] = [t.run_id for t in self.run_teachers]
         if self.external_teachers:
             d["external_teachers"] = [t.model_dump(mode="json", exclude={"source", "client"},
                                                    exclude_defaults=True) | {"identity": t.identity}
@@ -300,6 +249,10 @@ class Runtime(BaseModel):
     compile: bool = False
     progress: bool = True
     num_threads: int | None = Field(None, ge=1)
+    opener: Any = Field(None, exclude=True, repr=False, description="the "
+                        "undistill.teachers.Opener of the call (steal, audit): the teachers it "
+                        "opened are the ones the runs learn from; None: one per executor call. "
+                        "Never serialised (another process opens its own)")
 
 
 def _format(e: ValidationError, prefix: str = "") -> str:

@@ -256,7 +256,12 @@ def build_method(cfg: RunConfig, runtime: Runtime, device: torch.device) -> tupl
     views = data_views(cfg.data, runtime.data_root, limit=transfer_limit(cfg))
     torch.manual_seed(cfg.seed)
     student = build_student(cfg, views.dataset)
-    teacher = load_teacher(cfg, runtime.runs_dir, runtime.data_root, device)
+    opener = runtime.opener
+    if opener is None:
+        from undistill.teachers.opener import Opener
+
+        opener = Opener()
+    teacher = load_teacher(cfg, runtime.runs_dir, runtime.data_root, device, opener=opener)
     cls = METHODS.get(cfg.method.name)
     method = cls(student, teacher, cls.Params(**cfg.method.params))
     return method.to(device), views

@@ -30,7 +30,7 @@ def plan(targets: Iterable[RunConfig]) -> list[RunConfig]:
     def visit(cfg: RunConfig) -> None:
         if cfg.run_id in seen:
             return
-        for t in cfg.teachers:
+        for t in cfg.run_teachers:
             visit(t)
         seen.add(cfg.run_id)
         order.append(cfg)
@@ -53,6 +53,10 @@ class LocalExecutor:
     def run(self, runs: list[RunConfig], runtime: Runtime) -> dict[str, RunResult]:
         results: dict[str, RunResult] = {}
         ordered = plan(runs)
+        if runtime.opener is None:  # one opener for the call: a teacher is opened once for all
+            from undistill.teachers.opener import Opener
+
+            runtime = runtime.model_copy(update={"opener": Opener()})
         for i, cfg in enumerate(ordered, 1):
             reporter = self.reporter or Reporter(enabled=runtime.progress)
             bound = bind_data(cfg, runtime.data_root)

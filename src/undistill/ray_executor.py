@@ -181,7 +181,7 @@ class RayExecutor:
             rt = shared.model_dump(mode="json")
             refs: dict[str, Any] = {}
             for cfg in todo:
-                deps = [refs[t.run_id] for t in cfg.teachers if t.run_id in refs]
+                deps = [refs[t.run_id] for t in cfg.run_teachers if t.run_id in refs]
                 refs[cfg.run_id] = task.remote(bound[cfg.run_id].model_dump(mode="json"), rt, token,
                                                threads, forced, *deps)
             names = {ref: cfg for cfg in todo for ref in [refs[cfg.run_id]]}

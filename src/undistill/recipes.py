@@ -140,8 +140,9 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
         "seed": seed,
         "name": name or f"{method} {arch}",
     }
-    if external:
-        d["external_teachers"] = [e.model_dump() if hasattr(e, "model_dump") else e for e in external]
+    if external:  # one teacher list: the runs, then the teachers from files or URLs
+        d["teachers"] = [*teachers, *(e.model_dump() if hasattr(e, "model_dump") else e
+                                      for e in external)]
     if budget is not None:
         d["budget"] = budget
         d["data"]["augment"] = False

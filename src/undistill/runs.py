@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,9 +29,12 @@ from undistill.data import (
     split_validation,
     subset_indices,
 )
-from undistill.methods import Teacher
+from undistill.methods.base import Ensemble
 from undistill.models import ZooModel, build_model
 from undistill.progress import slow_task
+
+if TYPE_CHECKING:
+    from undistill.teachers.opener import Opener
 
 RESULT = "result.json"
 CONFIG = "config.json"
@@ -109,7 +112,8 @@ def bind_data(cfg: RunConfig, data_root: Path | None) -> RunConfig:
                 f"{c.data.fingerprint}, but {where} holds files with fingerprint {fp or '(default)'}:"
                 f" pass the --data-root it was trained with")
         return c.model_copy(update={"data": c.data.model_copy(update={"fingerprint": fp}),
-                                    "teachers": [bind(t) for t in c.teachers]})
+                                    "teachers": [bind(t) if isinstance(t, RunConfig) else t
+                                                 for t in c.teachers]})
 
     return bind(cfg)
 
@@ -219,29 +223,32 @@ def transfer_limit(cfg: RunConfig) -> int | None:
 
 
 def load_teacher(cfg: RunConfig, runs_dir: Path, data_root: Path | None,
-                 device: str | torch.device = "cpu") -> Teacher | None:
+                 device: str | torch.device = "cpu", opener: Opener | None = None) -> Ensemble | None:
     """The run's teachers (runs, then external ones) as one frozen ensemble; None without any.
 
-    External teachers are opened, bound to the run's dataset, probed once and checked against
-    their identity (:func:`undistill.teachers.open_config`); URL teachers answer through the
-    answer cache ``runs_dir/answers.sqlite`` within the run's query budget.
+    External teachers are opened by ``opener`` (an :class:`undistill.teachers.Opener`; the one of
+    the call, which reuses a teacher it opened already), bound to the run's dataset, probed once
+    and checked against their identity; teachers whose answers cost queries (a URL) answer through
+    the answer cache ``runs_dir/answers.sqlite`` within the run's query budget. Without an
+    ``opener`` a run with external teachers is an error (the engine passes one).
     """
-    if not cfg.teachers and not cfg.external_teachers:
+    runs, external = cfg.run_teachers, cfg.external_teachers
+    if not runs and not external:
         return None
     members: list[torch.nn.Module] = [load_run_model(t, runs_dir, data_root, device=device)
-                                      for t in cfg.teachers]
-    if cfg.external_teachers:
-        from undistill.teachers import open_config
-
+                                      for t in runs]
+    if external:
+        if opener is None:
+            raise ValueError("load_teacher: a run with external teachers needs an opener "
+                             "(undistill.teachers.Opener)")
         ds = get_dataset(cfg.data.name, data_root, cfg.data.resize)
-        for e in cfg.external_teachers:
-            client = ({"cache": Path(runs_dir) / ANSWERS, "budget": cfg.budget, **e.client.options()}
-                      if e.kind == "url" else {})
-            members.append(open_config(e, ds, **client).to(device))
+        for e in external:
+            members.append(opener.open_config(e, ds, cache=Path(runs_dir) / ANSWERS,
+                                              budget=cfg.budget).to(device))
     if cfg.defence is None:
-        return Teacher(members)
+        return Ensemble(members)
     from undistill.defences import build_defence
-    from undistill.defences.teacher import DefendedTeacher
+    from undistill.defences.teacher import DefendedEnsemble
 
     num_classes = get_dataset(cfg.data.name, data_root, cfg.data.resize).num_classes
-    return DefendedTeacher(members, build_defence(cfg.defence, num_classes).to(device))
+    return DefendedEnsemble(members, build_defence(cfg.defence, num_classes).to(device))

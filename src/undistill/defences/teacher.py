@@ -1,12 +1,13 @@
-"""A teacher whose answers pass through a defence: what a student stealing from a defended API sees.
+"""An ensemble whose answers pass through a defence: what a student stealing from a defended API sees.
 
-Every method reads its teacher through :meth:`Teacher.logits` (``Method.teacher_logits``), so
-wrapping the teacher is the whole integration: the methods are unchanged. The ensemble's answer
-on the batch goes through the one release path (:func:`~undistill.defences.release_path.release`:
+Every method reads its teachers through :meth:`Ensemble.logits` (``Method.teacher_logits``), so
+defending the ensemble is the whole integration: the methods are unchanged. The ensemble's answer
+on the batch goes through the one release path (:func:`~undistill.defences.release`:
 ``softmax(z)`` in float32, then the defence, which gets the batch itself when it reads the
 queries: MAD), and the methods get :func:`~undistill.defences.base.released_logits` of the
 released probabilities, ``log(max(p, 1e-6))``: KD, HTC and SCM then soften these at their
 temperature, so ``softmax(z'/T) = max(p, 1e-6)^(1/T)`` renormalised (``docs/defences.md``).
+One teacher from anywhere behind a defence is :class:`undistill.teachers.Defended`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from torch import nn
 
 from undistill.defences.base import Defence, released_logits
 from undistill.defences.release_path import release, release_answer
-from undistill.methods.base import Teacher
+from undistill.methods.base import Ensemble
 
 
-class DefendedTeacher(Teacher):
-    """A :class:`Teacher` whose :meth:`logits` (and :meth:`all_logits`, per member) are defended.
+class DefendedEnsemble(Ensemble):
+    """An :class:`Ensemble` whose :meth:`logits` (and :meth:`all_logits`, per member) are defended.
 
     Released logits are float32 whatever the teacher's precision: cast back to bf16 (8 bits of
     mantissa), the near-ties some defences release on purpose (MAD-argmax keeps the top-1 by a
@@ -31,7 +32,7 @@ class DefendedTeacher(Teacher):
         self.defence = defence
 
     def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None
-           ) -> DefendedTeacher:
+           ) -> DefendedEnsemble:
         super().to(device, memory_format)
         self.defence.to(device)
         return self
@@ -47,3 +48,7 @@ class DefendedTeacher(Teacher):
         raise NotImplementedError("a defended teacher releases probabilities only: data-free "
                                   "methods, which need gradients and features of the teacher, "
                                   "cannot run against it")
+
+
+#: Deprecated name of :class:`DefendedEnsemble`.
+DefendedTeacher = DefendedEnsemble

@@ -38,8 +38,10 @@ def _signature(model: nn.Module) -> tuple[object, ...]:
             tuple((n, type(m)) for n, m in model.named_modules()))
 
 
-class Teacher:
-    """One frozen model, or several whose logits are averaged (the ensemble of Eq. 10).
+class Ensemble:
+    """The frozen teachers a run learns from: one model, or several whose logits are averaged (the
+    ensemble of Eq. 10). Its members are zoo models (runs) and any
+    :class:`undistill.teachers.Teacher` (models from files or URLs, wrapped or not).
 
     Always in eval mode and evaluated without autograd state (except
     :meth:`forward_features_grad`, for a gradient into the input); never trained, never saved.
@@ -61,7 +63,7 @@ class Teacher:
     def __init__(self, models: list[nn.Module], *, vmap: bool | None = None,
                  inference_mode: bool = False) -> None:
         if not models:
-            raise ValueError("a teacher needs at least one model")
+            raise ValueError("an ensemble needs at least one model")
         self.models = models
         for m in models:
             m.eval()
@@ -75,7 +77,7 @@ class Teacher:
         return len(self.models)
 
     def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None
-           ) -> Teacher:
+           ) -> Ensemble:
         for m in self.models:
             m.to(device)
             if memory_format is not None:
@@ -191,14 +193,14 @@ class Method(nn.Module):
     def needs_teacher(cls) -> bool:
         return cls.min_teachers > 0
 
-    def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
+    def __init__(self, student: ZooModel, teacher: Ensemble | None, params: Params) -> None:
         super().__init__()
         self.student = student
         self.params = params
         self.__dict__["teacher"] = teacher  # kept out of parameters() and state_dict()
         self.epoch = 0
 
-    teacher: Teacher | None
+    teacher: Ensemble | None
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the engine before each training epoch (epochs count from 0)."""
@@ -235,6 +237,9 @@ class Method(nn.Module):
             raise RuntimeError(f"{type(self).__name__} needs a teacher")
         return self.teacher.logits(images)
 
+
+#: Deprecated name of :class:`Ensemble` (kept for code written before the rename).
+Teacher = Ensemble
 
 METHODS: Registry[type[Method]] = Registry("method")
 

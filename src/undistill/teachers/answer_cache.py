@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from undistill.teachers.base import BudgetExhausted, TeacherError
+from undistill.teachers.errors import BudgetExhausted, TeacherError
 
 
 def input_key(row: np.ndarray) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from undistill.teachers.base import TeacherError
+from undistill.teachers.errors import TeacherError
 
 OUTPUT_NAMES = ("probabilities", "probs", "logits", "labels", "output")
 

@@ -34,7 +34,7 @@ from unittest import mock
 
 import torch
 
-from undistill.teachers.base import TeacherError
+from undistill.teachers.errors import TeacherError
 
 _LOCK = threading.Lock()  # the guards patch module attributes for the length of one load
 _TOKEN = re.compile(r"\s+|(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)"

@@ -3,9 +3,13 @@
 A :class:`Teacher` takes images normalised the way this toolkit's data pipeline normalises them
 (``bind`` tells it the dataset's mean/std, channels and size), converts them to the conventions
 the model expects (:class:`~undistill.config.InputSpec`: size, channel order, mean/std), asks the
-model, and returns logits (answers that are probabilities become ``log p``). Every source --
-TorchScript, ``torch.export``, ONNX, a state_dict, a run directory, a URL -- is one subclass that
-implements :meth:`Teacher._answer` on inputs already in the model's own conventions.
+model, and returns logits (answers that are probabilities become ``log p``). Every kind of source
+-- TorchScript, ``torch.export``, ONNX, a state_dict, a run directory, a URL, a module -- is one
+file under ``kinds/`` (:mod:`undistill.teachers.kind`: its detection, opening and identity) whose
+subclass implements :meth:`Teacher._answer` on inputs already in the model's own conventions.
+Query budgets, answer caches and output defences are wrappers around any teacher
+(:mod:`undistill.teachers.wrappers`): an answer travels down the chain as :meth:`Teacher.answer`
+with an :class:`Ask` (the meter that counts images, the sink that takes answers as they arrive).
 
 One probe call (:meth:`Teacher.probe`) checks the conventions before any training: the answer
 must be ``[1, num_classes]`` and finite.
@@ -14,32 +18,49 @@ must be ``[1, num_classes]`` and finite.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from undistill.config import ExternalTeacherConfig, InputSpec
+from undistill.teachers.errors import BudgetExhausted, TeacherError
+from undistill.teachers.spec import to_model_conventions
+
+__all__ = ["PROB_FLOOR", "Ask", "BudgetExhausted", "Meter", "Teacher", "TeacherError",
+           "TeacherProtocol", "file_digest"]
 
 PROB_FLOOR = 1e-8  # log of a zero probability (top-k, rounded or label-only answers)
-
-
-class TeacherError(ValueError):
-    """A teacher that cannot be opened or answers wrongly; the message names the source."""
-
-
-class BudgetExhausted(TeacherError):
-    """The query budget would be exceeded; nothing beyond it was sent."""
+T = TypeVar("T")
 
 
 @runtime_checkable
 class TeacherProtocol(Protocol):
     """What every attack and analysis needs from a teacher (a :class:`Teacher`, or the ensemble
-    :class:`undistill.methods.Teacher` of runs and external members)."""
+    :class:`undistill.methods.base.Ensemble` of runs and external members)."""
 
     def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class Meter(Protocol):
+    """Counts the images that may reach a model (:class:`~undistill.teachers.QueryBudget`)."""
+
+    def reserve(self, n: int, retry: bool = False) -> None: ...
+
+    def release(self, n: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Ask:
+    """How one request for answers travels down a chain of wrappers: ``meter`` pays for every
+    image (every attempt, for a transport that retries) that may reach the model; ``on_rows(rows,
+    answers)`` takes checked answers as they arrive (row indices into the request)."""
+
+    meter: Meter | None = None
+    on_rows: Callable[[list[int], torch.Tensor], None] | None = None
 
 
 def file_digest(path: Path) -> str:
@@ -120,40 +141,40 @@ class Teacher(nn.Module):
 
     def _model_input(self, x: torch.Tensor) -> torch.Tensor:
         """Images in the data pipeline's conventions -> the model's conventions."""
-        if self._data is None:
-            return x
-        d_mean, d_std, _, _ = self._data
-        s = self.spec
-        same = (s.channels == x.shape[1] and s.image_size == x.shape[-1]
-                and s.channel_order == "rgb" and list(s.mean or []) == list(d_mean)
-                and list(s.std or []) == list(d_std))
-        if same:
-            return x
-        def col(v: tuple[float, ...] | list[float]) -> torch.Tensor:
-            return torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-
-        px = x * col(d_std) + col(d_mean)  # [0, 1] pixels
-        c = s.channels or px.shape[1]
-        if c != px.shape[1]:
-            if px.shape[1] == 1:
-                px = px.expand(-1, c, -1, -1)
-            elif c == 1:
-                px = px.mean(1, keepdim=True)
-            else:
-                raise TeacherError(f"{self.source}: cannot turn {px.shape[1]} channels into {c}")
-        if s.channel_order == "bgr":
-            px = px.flip(1)
-        size = s.image_size or px.shape[-1]
-        if size != px.shape[-1] or size != px.shape[-2]:
-            px = F.interpolate(px, size=(size, size), mode="bilinear", align_corners=False)
-        mean = s.mean if s.mean is not None else [0.0]
-        std = s.std if s.std is not None else [1.0]
-        return (px - col(mean)) / col(std)
+        return to_model_conventions(x, self._data, self.spec, self.source)
 
     # ---------------------------------------------------------------- answers
     def _answer(self, x: torch.Tensor) -> torch.Tensor:
         """The model's raw answer ``[N, C]`` to inputs in its own conventions."""
         raise NotImplementedError
+
+    def answer(self, x: torch.Tensor, ask: Ask | None = None) -> torch.Tensor:
+        """:meth:`_answer`, metered and streamed as ``ask`` says (a model asked at once: its
+        images are paid for first, its answer handed on whole)."""
+        ask = ask or Ask()
+        if ask.meter is not None:
+            ask.meter.reserve(int(x.shape[0]))
+        out = self._answer(x)
+        if ask.on_rows is not None:
+            ask.on_rows(list(range(int(x.shape[0]))), out)
+        return out
+
+    @property
+    def needs_probe(self) -> bool:
+        """Whether the identity is known only after :meth:`probe` (a URL)."""
+        return False
+
+    def layers(self) -> Iterator[Teacher]:
+        """This teacher, then what it wraps (:mod:`undistill.teachers.wrappers`), outermost first."""
+        yield self
+
+    def find(self, cls: type[T]) -> T | None:
+        """The outermost layer that is a ``cls`` (e.g. the transport of a wrapped URL teacher)."""
+        return next((t for t in self.layers() if isinstance(t, cls)), None)
+
+    def unbudgeted(self) -> Teacher:
+        """The same teacher with no query budget on its answers (the owner's own evaluation)."""
+        return self
 
     def raw_answer(self, x: torch.Tensor) -> torch.Tensor:
         """The model's own answer ``[N, C]`` (logits or probabilities: ``spec.outputs``) to inputs
@@ -189,13 +210,16 @@ class Teacher(nn.Module):
         std = torch.tensor(s.std if s.std is not None else [1.0]).view(1, -1, 1, 1)
         return ((px - mean) / std).float()
 
-    def probe(self) -> torch.Tensor:
-        """The one call that checks the conventions before any training; returns the answer.
+    def probe(self, meter: Meter | None = None) -> torch.Tensor:
+        """The one call that checks the conventions before any training; returns the answer
+        (paid for on ``meter``).
 
         Raises TeacherError for an answer that is not ``[1, C]``, holds NaN/inf, or has a class
         count other than ``num_classes`` (the spec's, else the bound dataset's).
         """
         x = self.probe_input()
+        if meter is not None:
+            meter.reserve(1)
         try:
             with torch.no_grad():
                 out = self._answer(x)
@@ -243,46 +267,36 @@ class Teacher(nn.Module):
     def open(cls, source: str | Path, spec: InputSpec | dict[str, Any] | None = None,
              arch: str | None = None, width: float = 1.0, *, trust_factory: bool = False,
              **client: Any) -> Teacher:
-        """Open any source; see :func:`undistill.teachers.sources.open_source`."""
-        from undistill.teachers.sources import open_source
-
+        """Open any source, its kind detected (:func:`undistill.teachers.open_source`)."""
         if not isinstance(source, str | Path):
             raise _not_a_source(source)
-        return open_source(str(source), spec, arch=arch, width=width, trust_factory=trust_factory,
-                           **client)
+        return _open_kind(None, source, spec, arch=arch, width=width, trust_factory=trust_factory,
+                          client=client)
 
     @classmethod
     def from_torchscript(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None
                          ) -> Teacher:
-        from undistill.teachers.sources import TorchScriptTeacher
-
-        return TorchScriptTeacher(str(path), _spec(path, spec))
+        return _open_kind("torchscript", path, spec)
 
     @classmethod
     def from_export(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None) -> Teacher:
-        from undistill.teachers.sources import ExportTeacher
-
-        return ExportTeacher(str(path), _spec(path, spec))
+        return _open_kind("export", path, spec)
 
     @classmethod
     def from_onnx(cls, path: str | Path, spec: InputSpec | dict[str, Any] | None = None) -> Teacher:
-        from undistill.teachers.sources import OnnxTeacher
-
-        return OnnxTeacher(str(path), _spec(path, spec))
+        return _open_kind("onnx", path, spec)
 
     @classmethod
     def from_state_dict(cls, path: str | Path, arch: str, width: float = 1.0,
                         spec: InputSpec | dict[str, Any] | None = None) -> Teacher:
-        from undistill.teachers.sources import StateDictTeacher
-
-        return StateDictTeacher(str(path), _spec(path, spec), arch=arch, width=width)
+        return _open_kind("state_dict", path, spec, arch=arch, width=width)
 
     @classmethod
     def from_url(cls, url: str, spec: InputSpec | dict[str, Any] | None = None, **client: Any
                  ) -> Teacher:
-        from undistill.teachers.remote import RemoteTeacher
-
-        return RemoteTeacher(url, _spec(None, spec), **client)
+        """A URL teacher; ``cache`` and ``budget`` wrap it (:class:`~undistill.teachers.Cached`,
+        :class:`~undistill.teachers.Budgeted`), the other options go to its transport."""
+        return _open_kind("url", url, spec, client=client)
 
     @classmethod
     def from_module(cls, model: nn.Module, spec: InputSpec | dict[str, Any] | None = None, *,
@@ -292,58 +306,24 @@ class Teacher(nn.Module):
         if not isinstance(model, nn.Module):
             raise TeacherError(f"Teacher.from_module: got {type(model).__name__}, not an nn.Module "
                                f"(open files and URLs with Teacher.open)")
-        return ModuleTeacher(model, _spec(None, spec), name=name)
+        return _open_kind("module", name or f"module:{type(model).__qualname__}", spec, model=model)
 
     @classmethod
     def from_run(cls, path: str | Path, runs_dir: Path | None = None,
                  data_root: Path | None = None) -> Teacher:
-        from undistill.teachers.sources import RunTeacher
-
-        return RunTeacher(Path(path), runs_dir=runs_dir, data_root=data_root)
+        return _open_kind("run", path, None, runs_dir=runs_dir, data_root=data_root)
 
 
-class ModuleTeacher(Teacher):
-    """An ``nn.Module`` in memory (:meth:`Teacher.from_module`); identity ``module:`` + SHA-256 of
-    its class's qualified name and its state_dict (names, dtypes, shapes, bytes), taken when first
-    asked: the module must not change afterwards."""
+def _open_kind(kind: str | None, source: str | Path, spec: InputSpec | dict[str, Any] | None,
+               **options: Any) -> Teacher:
+    """Open ``source`` as ``kind`` (None: detected) through the kind registry."""
+    from undistill.teachers.kind import Source, detect_kind, open_kind
 
-    kind = "module"
-
-    def __init__(self, model: nn.Module, spec: InputSpec | None = None, name: str | None = None
-                 ) -> None:
-        cls = type(model)
-        super().__init__(name or f"module:{cls.__qualname__}", spec)
-        self.model = model.eval().requires_grad_(False)
-        self._class = f"{cls.__module__}.{cls.__qualname__}"
-
-    def _answer(self, x: torch.Tensor) -> torch.Tensor:
-        dev = next(iter(self.model.parameters()), next(iter(self.model.buffers()), x)).device
-        with torch.no_grad():
-            return self.model(x.to(dev)).float()
-
-    @property
-    def identity(self) -> str:
-        if self._digest is None:
-            h = hashlib.sha256(self._class.encode())
-            for key, t in self.model.state_dict().items():
-                t = t.detach().cpu().contiguous()
-                h.update(f"\0{key}\0{t.dtype}\0{list(t.shape)}\0".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._digest = f"module:{h.hexdigest()[:24]}"
-        return self._digest
-
-    def config(self) -> ExternalTeacherConfig:
-        raise TeacherError(f"{self.source}: an in-memory module cannot go into a run config (it "
-                           f"cannot be opened again); save it (torch.export.save, torch.jit.save) "
-                           f"and give the file")
+    name = kind or detect_kind(str(source), options.get("arch"))
+    return open_kind(name, Source(str(source), spec, **options))
 
 
 def _not_a_source(source: object) -> TeacherError:
     return TeacherError(f"a teacher's source is a path or URL, not a {type(source).__name__}; for "
                         f"an nn.Module in memory use Teacher.from_module(model, spec)")
 
-
-def _spec(path: str | Path | None, spec: InputSpec | dict[str, Any] | None) -> InputSpec:
-    from undistill.teachers.sources import read_spec
-
-    return read_spec(path, spec)

@@ -19,15 +19,17 @@ Nothing the server sends is trusted:
   NaN/Infinity literals, bounded nesting, ``[N, num_classes]`` finite values, or integer labels
   in ``[0, num_classes)``. Every failure is a one-line :class:`TeacherError`.
 
-Every checked answer is stored in an :class:`AnswerCache` (SQLite, keyed by the teacher's
-identity and a hash of the input image, committed after each request), so a killed or repeated
-attack never pays twice for an image; a stored row that is no valid answer is dropped and asked
-again. A :class:`QueryBudget` caps the images the server receives: every attempt that may have
-reached it counts, retries included (an HTTP error status, any timeout -- conservatively even one
+This transport only speaks the protocol; an answer cache and a query budget wrap it
+(:class:`~undistill.teachers.wrappers.Cached`, :class:`~undistill.teachers.wrappers.Budgeted`:
+``Teacher.from_url(url, cache=..., budget=...)``). The budget is the meter of each request
+(:class:`~undistill.teachers.base.Ask`), and the transport pays every attempt that may have reached
+the server from it, retries included (an HTTP error status, any timeout -- conservatively even one
 that hit while connecting --, a connection broken mid-request, a bad or oversized answer); only
 an attempt that never connected (connection refused, httpx's connect timeout) is given back.
 A request or retry that would exceed the budget is never sent (:class:`BudgetExhausted`); a batch
-is sent only if its first attempts all fit. Cache hits are free.
+is sent only if its first attempts all fit. Each checked chunk of answers is handed to the
+request's sink as it arrives (the cache commits it), so a killed attack loses only the requests
+in flight.
 
 Credentials: an API key goes in an ``Authorization: Bearer`` header; ``user:password@`` in the URL
 is taken out of it and sent as HTTP basic auth, so the teacher's ``source`` -- its identity, run
@@ -49,8 +51,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Coroutine
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -62,7 +63,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_a
 from undistill.config import InputSpec
 from undistill.teachers.answer_cache import AnswerCache, QueryBudget, input_key
 from undistill.teachers.answers import answer_limit, parse_answer
-from undistill.teachers.base import Teacher, TeacherError
+from undistill.teachers.base import Ask, Meter, Teacher, TeacherError
 
 __all__ = ["AnswerCache", "QueryBudget", "RemoteTeacher", "answer_limit", "input_key", "parse_answer",
            "split_credentials"]
@@ -152,8 +153,7 @@ class RemoteTeacher(Teacher):
     def __init__(self, url: str, spec: InputSpec | None = None, *, api_key: str | None = None,
                  auth: tuple[str, str] | None = None, batch_size: int = 64, concurrency: int = 4,
                  rate: float | None = None, timeout: float = 30.0, retries: int = 5,
-                 backoff: float = 0.5, cache: AnswerCache | Path | str | None = None,
-                 budget: int | None = None, max_answer_bytes: int | None = None) -> None:
+                 backoff: float = 0.5, max_answer_bytes: int | None = None) -> None:
         source, in_url = split_credentials(url)
         if not source.startswith(("http://", "https://")):
             raise TeacherError(f"{source}: not an http(s) URL")
@@ -174,10 +174,6 @@ class RemoteTeacher(Teacher):
         self.batch_size, self.concurrency = batch_size, concurrency
         self.rate, self.retries, self.backoff = rate, retries, backoff
         self.timeout, self.max_answer_bytes = float(timeout), max_answer_bytes
-        if isinstance(cache, str | Path):
-            cache = AnswerCache(Path(cache))
-        self.__dict__["cache"] = cache
-        self.__dict__["budget"] = QueryBudget(budget)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.__dict__["_http"] = httpx.AsyncClient(
             timeout=timeout, headers={**headers, "Accept-Encoding": "identity"},
@@ -226,9 +222,9 @@ class RemoteTeacher(Teacher):
             raise DeadlineExceeded(f"no complete answer within the {self.timeout:g} s timeout"
                                    ) from None
 
-    async def _post(self, x: np.ndarray, held: bool = False) -> np.ndarray:
-        """Ask about ``x``, retrying; each attempt that may reach the server is paid from the
-        budget (``held``: the first attempt's images are reserved already)."""
+    async def _post(self, x: np.ndarray, meter: Meter, held: bool = False) -> np.ndarray:
+        """Ask about ``x``, retrying; each attempt that may reach the server is paid on ``meter``
+        (``held``: the first attempt's images are reserved already)."""
         n = int(x.shape[0])
         payload = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
                                           "data": x.reshape(-1).tolist()}]}).encode()
@@ -239,12 +235,12 @@ class RemoteTeacher(Teacher):
                     wait=wait_exponential(multiplier=self.backoff, min=self.backoff, max=30)):
                 with attempt:
                     if not paid:
-                        self.budget.reserve(n, retry=attempt.retry_state.attempt_number > 1)
+                        meter.reserve(n, retry=attempt.retry_state.attempt_number > 1)
                     paid = False
                     try:
                         body = await self._attempt(payload, n)
                     except _NOT_SENT:
-                        self.budget.release(n)
+                        meter.release(n)
                         raise
                     out = parse_answer(body, n, self.spec.num_classes, self.source)
         except RetryError as e:
@@ -253,20 +249,24 @@ class RemoteTeacher(Teacher):
                                f"({type(last).__name__}: {last})") from None
         finally:
             if paid:
-                self.budget.release(n)
+                meter.release(n)
         return out
 
-    # ---------------------------------------------------------------- a batch, through the cache
+    # ---------------------------------------------------------------- a batch
     @property
     def identity(self) -> str:
         if self._digest is None:
             raise TeacherError(f"{self.source}: identity unknown until the teacher is probed")
         return self._digest
 
-    def probe(self) -> torch.Tensor:
-        """Send the fixed probe (never from the cache); its answer fixes the identity."""
+    @property
+    def needs_probe(self) -> bool:
+        return self._digest is None
+
+    def probe(self, meter: Meter | None = None) -> torch.Tensor:
+        """Send the fixed probe (never from a cache); its answer fixes the identity."""
         x = self.probe_input().numpy()
-        out = self._loop.run(self._post(x))
+        out = self._loop.run(self._post(x, meter or QueryBudget(None)))
         self.sent += 1
         t = torch.from_numpy(out)
         self.check_answer(t, 1)
@@ -275,10 +275,10 @@ class RemoteTeacher(Teacher):
         self._digest = f"url:{h.hexdigest()[:24]}"
         return t
 
-    async def _ask(self, arr: np.ndarray, keys: list[str], chunks: list[list[int]],
-                   known: dict[str, np.ndarray]) -> None:
-        """Ask about each chunk of rows (their first attempts already reserved), storing each
-        checked answer at once; then raise the first error."""
+    async def _ask(self, arr: np.ndarray, chunks: list[list[int]], meter: Meter,
+                   got: Callable[[list[int], np.ndarray], None]) -> None:
+        """Ask about each chunk of rows (their first attempts already reserved), handing each
+        checked answer on at once; then raise the first error."""
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(c: list[int]) -> None:
@@ -286,14 +286,11 @@ class RemoteTeacher(Teacher):
             try:
                 async with gate:
                     entered = True
-                    out = await self._post(arr[c], held=True)
+                    out = await self._post(arr[c], meter, held=True)
             finally:
                 if not entered:
-                    self.budget.release(len(c))
-            got = {keys[i]: out[j] for j, i in enumerate(c)}
-            if self.cache is not None:
-                self.cache.put_many(self.identity, got)  # committed: a kill loses nothing paid
-            known.update(got)
+                    meter.release(len(c))
+            got(c, out)
             self.sent += len(c)
 
         results = await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
@@ -301,29 +298,36 @@ class RemoteTeacher(Teacher):
         if errors:
             raise next((e for e in errors if not isinstance(e, TeacherError)), errors[0])
 
-    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+    def answer(self, x: torch.Tensor, ask: Ask | None = None) -> torch.Tensor:
+        """Each distinct image asked once, in chunks of ``batch_size``, ``concurrency`` at once;
+        every attempt paid on ``ask.meter``, every checked chunk handed to ``ask.on_rows``."""
+        ask = ask or Ask()
+        meter: Meter = ask.meter if ask.meter is not None else QueryBudget(None)
         if self._digest is None:
-            self.probe()
+            self.probe(meter)
         arr = x.detach().cpu().float().numpy()
         keys = [input_key(row) for row in arr]
-        cache = self.cache
-        known = (cache.get_many(self.identity, list(set(keys)), self.spec.num_classes)
-                 if cache is not None else {})
-        missing = list(dict.fromkeys(k for k in keys if k not in known))
-        if missing:
-            self.budget.reserve(len(missing))  # the first attempts: all of them fit, or none is sent
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            rows = [first[k] for k in missing]
-            chunks = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-            self._loop.run(self._ask(arr, keys, chunks, known))
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        rows = list(first.values())
+        meter.reserve(len(rows))  # the first attempts: all of them fit, or none is sent
+        chunks = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        known: dict[str, np.ndarray] = {}
+
+        def got(c: list[int], out: np.ndarray) -> None:
+            if ask.on_rows is not None:
+                ask.on_rows(c, torch.from_numpy(out))
+            known.update({keys[i]: out[j] for j, i in enumerate(c)})
+
+        self._loop.run(self._ask(arr, chunks, meter, got))
         return torch.from_numpy(np.stack([known[k] for k in keys]))
+
+    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+        return self.answer(x)
 
     def close(self) -> None:
         with contextlib.suppress(TeacherError):  # closed already, or another process
             self._loop.run(self._http.aclose())
         self._loop.stop()
-        if self.cache is not None:
-            self.cache.close()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "sent": self.sent, "budget": self.budget.limit}
+        return {**super().describe(), "sent": self.sent}
