@@ -49,7 +49,7 @@ from undistill.data import DeviceLoader
 from undistill.data.base import AugmentSpec
 from undistill.engine import runtime_formats, select_device, train_step
 from undistill.losses import cross_entropy, kd_loss, nasty_loss, scm_loss
-from undistill.methods import METHODS, Method, Teacher
+from undistill.methods import METHODS, Ensemble, Method
 from undistill.models import build_model
 from undistill.optim import OptimConfig, learning_rate
 from undistill.precision import ComputePath
@@ -236,7 +236,7 @@ def toolkit_run(s: Setup, kind: str, *, inference_mode: bool | None = None, vmap
     student, teachers = build_models(s, kind)
     teacher = None
     if teachers:
-        teacher = Teacher(teachers, vmap=vmap)
+        teacher = Ensemble(teachers, vmap=vmap)
         if inference_mode is not None:
             teacher.inference_mode = inference_mode
     cls = METHODS.get(kind)

@@ -20,7 +20,6 @@ from undistill.config import ConfigError
 from undistill.data import DatasetError, load_dataset
 from undistill.engine import select_device
 from undistill.teachers import TeacherError
-from undistill.teachers.sources import OPENED
 
 runner = CliRunner()
 DEAD_URL = "http://127.0.0.1:9/v2/models/m"  # nothing listens there
@@ -30,8 +29,6 @@ FAST = ["--retries", "0", "--timeout", "0.5"]
 @pytest.fixture(autouse=True)
 def _no_work(tmp_path: Path, monkeypatch):
     """Run in an empty folder; training, serving and writing a run are bugs in these tests."""
-    OPENED.clear()
-
     def never(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
@@ -40,7 +37,6 @@ def _no_work(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(importlib.import_module("undistill.serve"), "serve", never)
     monkeypatch.setattr(errors, "_debug", False)
     yield
-    OPENED.clear()
 
 
 @pytest.fixture

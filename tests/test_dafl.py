@@ -20,7 +20,7 @@ from undistill.losses import (
     dafl_information_entropy_loss,
     dafl_one_hot_loss,
 )
-from undistill.methods import METHODS, Teacher
+from undistill.methods import METHODS, Ensemble
 from undistill.models import build_model
 from undistill.models.generator import Generator
 from undistill.recipes import data_free_student, normal_teacher, student
@@ -114,7 +114,7 @@ def test_generator_shape_and_normalisation(size: int, channels: int) -> None:
 def _method(name: str, **params):
     torch.manual_seed(0)
     st = build_model("cnn", 10, in_channels=1, width=0.25, image_size=8)
-    teacher = Teacher([build_model("cnn", 10, in_channels=1, width=0.25, image_size=8)])
+    teacher = Ensemble([build_model("cnn", 10, in_channels=1, width=0.25, image_size=8)])
     cls = METHODS.get(name)
     return cls(st, teacher, cls.Params(image_size=8, channels=1, latent_dim=16, **params)).train()
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationError
 
 from undistill import losses
-from undistill.methods import METHODS, OBJECTIVES, Objective, Params, Plain, Scheme, Teacher
+from undistill.methods import METHODS, OBJECTIVES, Ensemble, Objective, Params, Plain, Scheme
 from undistill.methods.dafl import DAFL
 from undistill.methods.skeptical import Skeptical
 from undistill.models import build_model
@@ -85,11 +85,11 @@ class LogitMatching(Objective):
         return {"mse": p.weight * F.mse_loss(student_logits, teacher_logits.detach())}
 
 
-def _models(k: int = 1) -> tuple[torch.nn.Module, Teacher]:
+def _models(k: int = 1) -> tuple[torch.nn.Module, Ensemble]:
     torch.manual_seed(0)
     student = build_model("cnn", C, in_channels=1, width=0.25, image_size=S)
     teachers = [build_model("cnn", C, in_channels=1, width=0.125, image_size=S) for _ in range(k)]
-    return student, Teacher(teachers)
+    return student, Ensemble(teachers)
 
 
 def test_a_new_objective_plugs_into_every_scheme() -> None:
@@ -205,7 +205,7 @@ def test_loss_dicts_are_unchanged(float64: None, name: str, k: int, params: dict
     cls = METHODS.get(name)
     if name.startswith("dafl"):
         params = {"image_size": S, "channels": 1, **params}
-    m = cls(student, Teacher(teachers) if teachers else None, cls.Params(**params))
+    m = cls(student, Ensemble(teachers) if teachers else None, cls.Params(**params))
     m.train()
     m.start_epoch(epoch)
     x, y = torch.randn(4, 1, S, S), torch.randint(0, C, (4,))

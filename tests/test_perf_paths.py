@@ -24,7 +24,7 @@ from undistill.config import Runtime
 from undistill.distributed import DistContext, check_shardable
 from undistill.engine import train_run
 from undistill.losses import kd_loss, nasty_loss, scm_loss
-from undistill.methods import Teacher
+from undistill.methods import Ensemble
 from undistill.models import MODELS, ModelOutput, ZooModel, build_model
 from undistill.runs import run_dir
 
@@ -51,8 +51,8 @@ def members(k: int, arch: str = "resnet18", width: float = 0.125, channels: int 
 def test_vmapped_ensemble_equals_the_loop(k: int) -> None:
     models = members(k)
     x = torch.randn(6, 3, 16, 16)
-    loop = Teacher(models, vmap=False)
-    fast = Teacher(models, vmap=True)
+    loop = Ensemble(models, vmap=False)
+    fast = Ensemble(models, vmap=True)
     assert fast.uses_vmap(x.device) == (k > 1)  # one model needs no stacking
     assert not loop.uses_vmap(x.device)
     torch.testing.assert_close(fast.all_logits(x), loop.all_logits(x), rtol=1e-5, atol=1e-5)
@@ -68,15 +68,15 @@ def test_vmapped_ensemble_equals_the_loop(k: int) -> None:
 def test_vmapped_ensemble_equals_the_loop_on_every_zoo_architecture(arch: str) -> None:
     models = members(2, arch=arch, width=0.25)
     x = torch.randn(3, 3, 16, 16)
-    torch.testing.assert_close(Teacher(models, vmap=True).logits(x),
-                               Teacher(models, vmap=False).logits(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(Ensemble(models, vmap=True).logits(x),
+                               Ensemble(models, vmap=False).logits(x), rtol=1e-5, atol=1e-5)
 
 
 def test_vmapped_ensemble_with_inference_mode_and_channels_last() -> None:
     models = members(3, arch="cnn", width=0.25)
     x = torch.randn(5, 3, 16, 16).contiguous(memory_format=torch.channels_last)
-    ref = Teacher(models, vmap=False).logits(x)
-    fast = Teacher(models, vmap=True, inference_mode=True).to("cpu", torch.channels_last)
+    ref = Ensemble(models, vmap=False).logits(x)
+    fast = Ensemble(models, vmap=True, inference_mode=True).to("cpu", torch.channels_last)
     torch.testing.assert_close(fast.logits(x), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -85,7 +85,7 @@ def test_mixed_ensemble_falls_back_to_the_loop() -> None:
     widths = members(1, "resnet18", width=0.125) + members(1, "resnet18", width=0.25)
     x = torch.randn(4, 3, 16, 16)
     for models in (mixed, widths):
-        t = Teacher(models, vmap=True)
+        t = Ensemble(models, vmap=True)
         assert not t.stackable and not t.uses_vmap(x.device)
         with torch.no_grad():
             expected = torch.stack([m(x) for m in models]).mean(0)
@@ -93,18 +93,18 @@ def test_mixed_ensemble_falls_back_to_the_loop() -> None:
 
 
 def test_vmap_is_on_for_cuda_only_by_default() -> None:
-    t = Teacher(members(2))
+    t = Ensemble(members(2))
     assert t.vmap is None and t.stackable
     assert not t.uses_vmap("cpu") and t.uses_vmap("cuda") and t.uses_vmap(torch.device("cuda", 1))
-    assert not Teacher(members(2), vmap=False).uses_vmap("cuda")
-    assert not Teacher(members(1)).uses_vmap("cuda")
+    assert not Ensemble(members(2), vmap=False).uses_vmap("cuda")
+    assert not Ensemble(members(1)).uses_vmap("cuda")
 
 
 @pytest.mark.parametrize("inference", [False, True])
 @pytest.mark.parametrize("vmap", [False, True])
 def test_teacher_outputs_carry_no_autograd_state_and_work_in_every_loss(inference: bool,
                                                                         vmap: bool) -> None:
-    teacher = Teacher(members(2), vmap=vmap, inference_mode=inference)
+    teacher = Ensemble(members(2), vmap=vmap, inference_mode=inference)
     x = torch.randn(4, 3, 16, 16, requires_grad=True)  # even an input that requires grad
     t = teacher.logits(x)
     assert not t.requires_grad and t.grad_fn is None and not t.is_inference()

@@ -16,7 +16,7 @@ from conftest import tiny_teacher
 from undistill import precision
 from undistill.config import Runtime
 from undistill.engine import runtime_formats, train_run
-from undistill.methods import Teacher
+from undistill.methods import Ensemble
 from undistill.precision import ComputePath, PrecisionError
 from undistill.recipes import student
 from undistill.runs import read_result, run_dir
@@ -128,11 +128,11 @@ def test_the_cuda_path_trains_on_the_cpu(runtime: Runtime, monkeypatch) -> None:
         train_run(t, runtime)
     vmapped = {"n": 0}
 
-    def uses_vmap_as_on_cuda(self: Teacher, device: torch.device | str) -> bool:
+    def uses_vmap_as_on_cuda(self: Ensemble, device: torch.device | str) -> bool:
         vmapped["n"] += self.stackable
         return self.stackable
 
-    monkeypatch.setattr(Teacher, "uses_vmap", uses_vmap_as_on_cuda)
+    monkeypatch.setattr(Ensemble, "uses_vmap", uses_vmap_as_on_cuda)
     cfg = student(teachers, "cnn", "scm", {"alpha": 0.9, "temperature": 4.0, "multiplier": 10.0},
                   width=0.25, optim={"epochs": 1, "batch_size": 256, "milestones": []})
     rt = runtime.model_copy(update={"precision": "bf16", "channels_last": True})

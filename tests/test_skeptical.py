@@ -11,7 +11,7 @@ from undistill import losses, recipes
 from undistill.checkpoint import load_checkpoint
 from undistill.config import Runtime
 from undistill.executor import ensure_trained
-from undistill.methods import METHODS, OBJECTIVES, Teacher
+from undistill.methods import METHODS, OBJECTIVES, Ensemble
 from undistill.methods.skeptical import AuxHead, SepConv, Skeptical, chain_channels
 from undistill.models import MODELS, ZooModel, build_model
 from undistill.runs import load_run_model, run_dir
@@ -46,7 +46,7 @@ def make(arch: str = "cnn", name: str = "skeptical", width: float = 0.25, fail: 
     student = build_model(arch, C, in_channels=1, width=width, image_size=s)
     teacher = CountingModel(build_model("cnn", C, in_channels=1, width=0.125, image_size=s), fail)
     cls = METHODS.get(name)
-    method = cls(student, Teacher([teacher]), cls.Params(**params))
+    method = cls(student, Ensemble([teacher]), cls.Params(**params))
     x, y = torch.randn(4, 1, s, s), torch.randint(0, C, (4,))
     return method, teacher, x, y
 

@@ -10,7 +10,7 @@ from conftest import tiny_teacher
 from undistill import recipes
 from undistill.executor import ensure_trained
 from undistill.losses import kl_divergence
-from undistill.methods import METHODS, Teacher, stealing_methods
+from undistill.methods import METHODS, Ensemble, stealing_methods
 from undistill.models import build_model
 from undistill.runs import run_dir
 from undistill.suites.spec import param_groups, table_columns
@@ -21,7 +21,7 @@ def test_loss_is_the_softened_kl_times_t_squared_and_ignores_labels() -> None:
     student = build_model("cnn", num_classes=10, width=0.25, in_channels=1, image_size=8)
     teacher = build_model("cnn", num_classes=10, width=0.25, in_channels=1, image_size=8)
     cls = METHODS.get("soft-target")
-    m = cls(student, Teacher([teacher]), cls.Params(temperature=3.0))
+    m = cls(student, Ensemble([teacher]), cls.Params(temperature=3.0))
     x = torch.randn(16, 1, 8, 8)
     logits, losses = m.forward_train(x, None)
     assert set(losses) == {"kd"}

@@ -129,11 +129,11 @@ def class_mean_distributions(logits: torch.Tensor, labels: torch.Tensor, num_cla
 def ensemble(models: Sequence[nn.Module]) -> Predict:
     """The logit-averaged ensemble of several models (Eq. 10-11's z_ens), as one predict function.
 
-    Reuses :class:`undistill.methods.Teacher` (which also sets the models to eval mode, frozen).
+    Reuses :class:`undistill.methods.Ensemble` (which also sets the models to eval mode, frozen).
     """
-    from undistill.methods import Teacher
+    from undistill.methods import Ensemble
 
-    return Teacher(list(models)).logits
+    return Ensemble(list(models)).logits
 
 
 @torch.no_grad()

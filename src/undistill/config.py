@@ -27,6 +27,7 @@ from pydantic import (
 
 from undistill.config_teachers import ClientConfig, ExternalTeacherConfig, InputSpec, StrictModel
 from undistill.defences.base import KNOWN_CLASSES, DefenceConfig
+from undistill.exceptions import UndistillError
 from undistill.optim import OptimConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,7 +36,7 @@ __all__ = ["ClientConfig", "ConfigError", "DataConfig", "ExternalTeacherConfig",
            "load_config", "load_spec", "parse_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UndistillError, ValueError):
     """An invalid configuration; the message names each offending field."""
 
 

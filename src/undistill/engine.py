@@ -48,6 +48,7 @@ from undistill.config import ConfigError, RunConfig, Runtime
 from undistill.data import DeviceLoader
 from undistill.data.loader import epoch_seed
 from undistill.distributed import DistContext, check_shardable, distributed_context, step_function
+from undistill.exceptions import UndistillError
 from undistill.methods import METHODS, Method
 from undistill.optim import OptimConfig, learning_rate, make_optimizer
 from undistill.precision import ComputePath
@@ -72,7 +73,7 @@ EVAL_BATCH = 512
 TIMING_KEYS = ("time_s", "images_per_s")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UndistillError, RuntimeError):
     """A non-finite loss; the run's last good checkpoint is kept."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from undistill.config import RunConfig, Runtime
 from undistill.engine import RunResult, train_run
+from undistill.exceptions import UndistillError
 from undistill.executor import plan
 from undistill.precision import ENV as COMPUTE_PATH_ENV
 from undistill.progress import Reporter
@@ -44,7 +45,7 @@ from undistill.runs import bind_data, is_done, read_result, run_dir
 MARKER_DIR = ".shared-check"
 
 
-class SharedDirError(RuntimeError):
+class SharedDirError(UndistillError, RuntimeError):
     """A Ray node does not see the runs directory the driver writes to."""
 
 

@@ -36,10 +36,11 @@ def serve(teacher: str, *, host: str = "127.0.0.1", port: int = 8000, name: str 
     from undistill.serve import make_policy
     from undistill.serve import serve as run_server
     from undistill.teachers import open_source
+    from undistill.teachers.kinds.run import RunTeacher
 
     t = open_source(teacher, spec, arch=teacher_arch, width=teacher_width, data_root=data_root,
                     trust_factory=trust_factory)
-    if dataset is not None and t.kind != "run":
+    if dataset is not None and t.find(RunTeacher) is None:
         t.bind_dataset(get_dataset(dataset, data_root))
     t.probe()
     if defence is not None:

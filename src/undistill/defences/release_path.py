@@ -2,7 +2,7 @@
 
 Everything that hands out a teacher's answers goes through :func:`release` (or, for answers
 already computed, :func:`release_answer`): the teacher a student learns from
-(:class:`~undistill.defences.teacher.DefendedTeacher`), ``undistill serve``'s infer route, and the
+(:class:`~undistill.defences.teacher.DefendedEnsemble`), ``undistill serve``'s infer route, and the
 defence leaderboard's utility (:func:`released_answers`). So a defence releases the same
 probabilities whoever asks, for the same teacher, defence and inputs.
 

@@ -51,4 +51,3 @@ class DefendedEnsemble(Ensemble):
 
 
 #: Deprecated name of :class:`DefendedEnsemble`.
-DefendedTeacher = DefendedEnsemble

@@ -7,9 +7,9 @@ import pkgutil
 
 from undistill.methods.base import (
     METHODS,
+    Ensemble,
     Method,
     Params,
-    Teacher,
     data_free_form,
     method_names,
     stealing_methods,
@@ -20,5 +20,5 @@ for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "objective"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "OBJECTIVES", "Method", "Objective", "Params", "Plain", "Scheme", "Teacher",
+__all__ = ["METHODS", "OBJECTIVES", "Method", "Objective", "Params", "Plain", "Scheme", "Ensemble",
            "data_free_form", "method_names", "stealing_methods"]

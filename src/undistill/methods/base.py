@@ -238,9 +238,6 @@ class Method(nn.Module):
         return self.teacher.logits(images)
 
 
-#: Deprecated name of :class:`Ensemble` (kept for code written before the rename).
-Teacher = Ensemble
-
 METHODS: Registry[type[Method]] = Registry("method")
 
 

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 
 from undistill.losses import dafl_generator_loss
 from undistill.methods import htc, soft_target
-from undistill.methods.base import METHODS, Params, Teacher
+from undistill.methods.base import METHODS, Ensemble, Params
 from undistill.methods.objective import Scheme
 from undistill.models import ZooModel
 from undistill.models.generator import Generator
@@ -89,7 +89,7 @@ class DAFL(Scheme):
         (:func:`undistill.recipes.data_free_student` reads them)."""
         return dict(DATASET_WEIGHTS.get(dataset, DATASET_WEIGHTS["cifar10"]))
 
-    def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
+    def __init__(self, student: ZooModel, teacher: Ensemble | None, params: Params) -> None:
         super().__init__(student, teacher, params)
         p: DAFLParams = params  # type: ignore[assignment]
         self.generator = Generator(p.latent_dim, p.image_size, p.channels, p.generator_width)

@@ -23,7 +23,7 @@ from torch import nn
 
 from undistill.losses import cross_entropy, skeptical_kd_active, skeptical_self_distillation_loss
 from undistill.methods import htc, kd, scm
-from undistill.methods.base import METHODS, Params, Teacher
+from undistill.methods.base import METHODS, Ensemble, Params
 from undistill.methods.objective import Scheme
 from undistill.models import ZooModel
 from undistill.models.cnn import PlainCNN
@@ -144,7 +144,7 @@ class Skeptical(Scheme):
     #: the self-distillation takes the objective's ``temperature`` by default
     shares_temperature: ClassVar[bool] = False
 
-    def __init__(self, student: ZooModel, teacher: Teacher | None, params: Params) -> None:
+    def __init__(self, student: ZooModel, teacher: Ensemble | None, params: Params) -> None:
         super().__init__(student, teacher, params)
         p: Any = params
         self.heads = build_heads(student)

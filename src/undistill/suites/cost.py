@@ -87,6 +87,6 @@ def estimate_seconds(cfg: RunConfig, data_root: Path | None = None) -> float:
     def macs(c: RunConfig) -> int:
         return model_macs(c.model.arch, c.model.width, shape[0], shape[1], shape[2])
 
-    per_image = 3 * macs(cfg) + sum(macs(t) for t in cfg.teachers)
+    per_image = 3 * macs(cfg) + sum(macs(t) for t in cfg.run_teachers)
     work = 2 * cfg.optim.epochs * (n_train * cfg.data.fraction * per_image + n_eval * macs(cfg))
     return work / (machine_flops() * CONV_EFFICIENCY)

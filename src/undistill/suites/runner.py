@@ -19,7 +19,7 @@ from undistill.data import DatasetError
 from undistill.engine import RunResult, select_device
 from undistill.executor import Executor, LocalExecutor
 from undistill.labels import series_label
-from undistill.methods import Teacher
+from undistill.methods import Ensemble
 from undistill.runs import bind_data, data_views, is_done, load_run_model
 from undistill.stats import mean_ci
 from undistill.suites.claims import headline, paper_claims, preflight
@@ -120,7 +120,7 @@ def kl_records(plan: Plan, runtime: Runtime, results: dict[str, RunResult]) -> l
         entries += [(f"S{i}", logits(m), results[c.run_id].run_id)
                     for i, (m, c) in enumerate(zip(members, g.sequence, strict=True), 1) if i > 1]
         if len(members) > 1:
-            entries.append((f"scm-ensemble (k={len(members)})", logits(Teacher(members).logits),
+            entries.append((f"scm-ensemble (k={len(members)})", logits(Ensemble(members).logits),
                             None))
         nasty_kl = kl_per_sample(entries[0][1], ref, 1.0)
         for name, z, run_id in entries:

@@ -45,7 +45,3 @@ def open_source(source: str | Path, spec: InputSpec | dict[str, Any] | None = No
     return open_kind(name, Source(source, spec, arch=arch, width=width, runs_dir=runs_dir,
                                   data_root=data_root, trust_factory=trust_factory, client=client))
 
-
-#: Deprecated and unused: teachers opened in one call are held by an
-#: :class:`~undistill.teachers.opener.Opener` passed down to the run, not by the process.
-OPENED: dict[str, Teacher] = {}
