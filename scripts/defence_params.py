@@ -20,11 +20,9 @@ import torch
 from undistill.config import Runtime
 from undistill.data import normalize, split_validation
 from undistill.defences import build_defence
-from undistill.defences.leaderboard import load_leaderboard
-from undistill.engine import train_run
+from undistill.executor import ensure_trained
 from undistill.runs import get_dataset, load_run_model
-from undistill.suites import load_suite
-from undistill.suites.plan import scale_of, teacher_group
+from undistill.suites.leaderboard_spec import load_leaderboard, victim_plan
 
 CANDIDATES = [
     {"name": "topk", "params": {"k": 2}},
@@ -51,9 +49,8 @@ def main() -> None:
     runtime = Runtime(runs_dir=args.runs_dir, data_root=args.data_root, device="cpu",
                       progress=False)
     spec = load_leaderboard(args.spec)
-    suite = load_suite(spec.suite)
-    normal = teacher_group(suite, suite.teachers[0], scale_of(suite, None)[1]).normal
-    train_run(normal, runtime)  # read back when the leaderboard trained it
+    normal = victim_plan(spec).normal
+    ensure_trained(normal, runtime)  # read back when the leaderboard trained it
     model = load_run_model(normal, args.runs_dir, args.data_root)
     torch.set_grad_enabled(False)  # inference from here on
     ds = get_dataset(normal.data.name, args.data_root, normal.data.resize)

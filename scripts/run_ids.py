@@ -28,21 +28,15 @@ def suite_ids() -> dict[str, list[str]]:
 
 
 def leaderboard_ids() -> dict[str, list[str]]:
-    from undistill.defences import leaderboard as lb
-    from undistill.suites.plan import scale_of, teacher_group
-    from undistill.suites.spec import load_suite
+    from undistill.suites import leaderboard_spec as lb
 
     out: dict[str, list[str]] = {}
     for name in lb.builtin_leaderboards():
         spec = lb.load_leaderboard(name)
-        suite = load_suite(spec.suite)
-        _, scale = scale_of(suite, None)
-        g = teacher_group(suite, suite.teachers[0], scale)
-        seq = g.sequence[:suite.defence.release]
-        v = lb.Victims(g.normal, g.nasty, seq, g.defence, g.normal.data.model_dump())
-        models: dict[Any, Any] = {"normal": g.normal, "nasty": g.nasty, "scm-release": g.defence,
-                                  "nasty-es": g.nasty}
-        ids = [r.run_id for r in (g.normal, g.nasty, *seq, g.defence)]
+        v = lb.victim_plan(spec)
+        models: dict[Any, Any] = {"normal": v.normal, "nasty": v.nasty, "scm-release": v.release,
+                                  "nasty-es": v.nasty}
+        ids = [r.run_id for r in (v.normal, v.nasty, *v.sequence, v.release)]
         for d in [None, *spec.defences]:
             for a in spec.attacks:
                 if (a.name == spec.vanilla) != (d is None) or (d is not None and not lb.applicable(a, d)):

@@ -1,4 +1,5 @@
-"""The defence leaderboard end to end on tiny digits runs: rows, protection, outputs."""
+"""The defence leaderboard end to end on tiny digits runs: rows, protection, outputs; every run
+through the executor (under its run lock), class counts from the dataset registry."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from undistill.config import ConfigError, Runtime
-from undistill.defences.leaderboard import LeaderboardSpec, load_leaderboard, run_leaderboard
+from undistill.config import ConfigError, RunConfig, Runtime
+from undistill.data import CLASS_COUNTS, DATASETS, DatasetError, load_dataset, num_classes
+from undistill.engine import RunResult
+from undistill.executor import LocalExecutor
+from undistill.runlock import lock_path
+from undistill.suites.leaderboard import LeaderboardSpec, load_leaderboard, run_leaderboard
+from undistill.suites.leaderboard_spec import attack_config, victim_plan
 
 SUITE = {
     "name": "tiny", "dataset": "digits",
@@ -18,6 +24,18 @@ SUITE = {
     "scm": {"k": 2}, "defence": {"release": 2, "nasty_es": False},
     "scales": {"cpu": {}}, "default_scale": "cpu",
 }
+
+
+class Recording(LocalExecutor):
+    """The local executor, recording the run ids of each ``run`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def run(self, runs: list[RunConfig], runtime: Runtime) -> dict[str, RunResult]:
+        self.calls.append([c.run_id for c in runs])
+        return super().run(runs, runtime)
 
 
 def spec(suite_path: Path, **over) -> LeaderboardSpec:
@@ -40,7 +58,9 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
     suite = tmp_path / "tiny.yaml"
     suite.write_text(yaml.safe_dump(SUITE))
     runtime = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
-    out = run_leaderboard(spec(suite), runtime, tmp_path / "out", log=lambda *_: None)
+    executor = Recording()
+    board = spec(suite)
+    out = run_leaderboard(board, runtime, tmp_path / "out", log=lambda *_: None, executor=executor)
     rows = {r["defence"]: r for r in out["rows"]}
     assert set(rows) == {"none", "nasty", "nasty-es", "labels"}
     assert [r["protection"] for r in out["rows"]] == sorted((r["protection"] for r in out["rows"]),
@@ -67,6 +87,21 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "| labels | normal |" in md and "Incomplete" not in md
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+    # every run goes through the executor, stage by stage: the victims first (one call), Nasty KD
+    # ES, the vanilla students of every seed, then per defence its grid candidates and its seeds
+    v = victim_plan(board)
+    assert executor.calls[0] == [c.run_id for c in (v.normal, v.nasty, *v.sequence, v.release)]
+    assert len(executor.calls) == 3 + 2 * len(board.defences)
+    vanilla = board.attacks[0]  # the floor: every seed in one call
+    assert executor.calls[2] == [attack_config(board, v, {}, None, vanilla, vanilla.grid[0], s).run_id
+                                 for s in board.seeds]
+    passed = {i for call in executor.calls for i in call}
+    students = {r["run_id"] for c in out["cells"] for r in c["seeds"].values()}
+    assert students <= passed
+    # ... and each trained under its run lock (a run trained around the executor leaves none)
+    folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(folders) >= len(students) + 4
+    assert all(lock_path(tmp_path / "runs", p.name).exists() for p in folders)
 
 
 def test_leaderboard_spec_is_checked(tmp_path: Path) -> None:
@@ -81,9 +116,11 @@ def test_leaderboard_spec_is_checked(tmp_path: Path) -> None:
         load_leaderboard("nope")
 
 
-def test_leaderboard_command_writes_the_board_and_names_bad_specs(tmp_path: Path) -> None:
+def test_leaderboard_command_writes_the_board_and_names_bad_specs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
+    from undistill import api
     from undistill.cli import app
 
     suite = tmp_path / "tiny.yaml"
@@ -103,6 +140,24 @@ def test_leaderboard_command_writes_the_board_and_names_bad_specs(tmp_path: Path
     assert {row["defence"] for row in saved["rows"]} == {"none", "labels"}
     r = runner.invoke(app, ["leaderboard", "nope", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "defences-cifar10-cpu" in r.output and "defences-demo" in r.output
+    # --executor and --address as reproduce has them: the runs go through that executor
+    made: list[tuple[str, str | None]] = []
+    executor = Recording()
+
+    def make_executor(name: str = "local", address: str | None = None) -> Recording:
+        made.append((name, address))
+        return executor
+
+    monkeypatch.setattr(api, "make_executor", make_executor)
+    r = runner.invoke(app, ["leaderboard", str(board), "--out", str(tmp_path / "again"),
+                            "--runs-dir", str(tmp_path / "runs"), "--device", "cpu",
+                            "--executor", "ray", "--address", "10.0.0.1:6379"])
+    assert r.exit_code == 0, r.output
+    assert made == [("ray", "10.0.0.1:6379")]
+    runs = {r["run_id"] for c in saved["details"]["cells"] for r in c["seeds"].values()}
+    assert runs <= {i for call in executor.calls for i in call}  # read back through the executor
+    again = json.loads((tmp_path / "again" / "leaderboard.json").read_text())
+    assert again["rows"] == saved["rows"]
 
 
 def test_a_broken_leaderboard_file_is_one_clear_error(tmp_path: Path) -> None:
@@ -115,3 +170,25 @@ def test_a_broken_leaderboard_file_is_one_clear_error(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump({"name": "x", "attacks": [], "defences": [{"name": "none"}]}))
     with pytest.raises(ConfigError, match="invalid leaderboard .*attacks"):
         load_leaderboard(bad)
+
+
+def test_class_counts_come_from_the_dataset_registry(tmp_path: Path) -> None:
+    import undistill.defences
+
+    assert not hasattr(undistill.defences, "KNOWN_CLASSES")  # no table of its own beside the registry
+    assert set(CLASS_COUNTS) <= set(DATASETS.names())
+    assert {n: num_classes(n) for n in ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")} \
+        == {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "tinyimagenet": 200}
+    for name in ("digits", "fashion-mnist-mini"):  # the shipped ones: as loaded
+        assert num_classes(name) == load_dataset(name).num_classes
+    assert num_classes("folder") is None and num_classes("cifar10-jpeg") is None  # read from the files
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        num_classes("nope")
+    # a leaderboard's defence is checked against them when its student configs are planned
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    board = spec(suite, defences=[{"name": "top11", "output": {"name": "topk", "params": {"k": 11}}}])
+    v = victim_plan(board)
+    kd = board.attacks[1]
+    with pytest.raises(ValueError, match=r"defence.params.k: 11 is larger than the 10 classes"):
+        attack_config(board, v, {"normal": v.normal}, board.defences[0], kd, kd.grid[0], 0)

@@ -72,15 +72,18 @@ def reproduce(suite: str | Path | SuiteSpec | Plan, scale: str | None = None, *,
 
 
 def leaderboard(spec: str | Path = "defences-demo", *, out_dir: Path | None = None,
-                runtime: Runtime | None = None, log: Any = print) -> dict[str, Any]:
+                runtime: Runtime | None = None, log: Any = print,
+                executor: Executor | None = None) -> dict[str, Any]:
     """Every attack against every defence (docs/defences.md): trains what is missing, writes
     leaderboard.md, leaderboard.json and pareto.png to ``out_dir`` (default results/NAME) after
     each defence, and returns the leaderboard document. ``spec``: a built-in name
-    (``defences-demo``, ``defences-cifar10-cpu``) or a YAML path."""
-    from undistill.defences.leaderboard import load_leaderboard, run_leaderboard
+    (``defences-demo``, ``defences-cifar10-cpu``) or a YAML path. ``executor``: how runs are
+    trained (default: one after another in this process; :func:`make_executor`)."""
+    from undistill.suites import load_leaderboard, run_leaderboard
 
     s = load_leaderboard(spec)
-    return run_leaderboard(s, runtime or Runtime(), out_dir or Path("results") / s.name, log=log)
+    return run_leaderboard(s, runtime or Runtime(), out_dir or Path("results") / s.name, log=log,
+                           executor=executor)
 
 
 def search(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "htc",

@@ -35,13 +35,16 @@ def leaderboard(
     runs_dir: RunsDir = Path("runs"),
     data_root: DataRoot = None,
     device: Device = "auto",
+    executor: ExecutorName = "local",
+    address: Address = None,
 ) -> None:
     """Rank defences against every attack: utility, and protection against the strongest attack
     (chosen on a validation split), with 95 % intervals over seeds (docs/defences.md)."""
     doc = api.leaderboard(spec, out_dir=out_dir,
                           runtime=Runtime(runs_dir=runs_dir, data_root=data_root, device=device,
                                           progress=False),
-                          log=lambda line: out.print(line, markup=False))
+                          log=lambda line: out.print(line, markup=False),
+                          executor=api.make_executor(executor, address))
     table = Table(title=f"{doc['name']}: vanilla {doc['vanilla']['mean']:.2f} %")
     for col in ("defence", "utility acc (%)", "best attack", "its acc (%)", "protection"):
         table.add_column(col)

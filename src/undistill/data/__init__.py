@@ -7,6 +7,10 @@ a ``@DATASETS.register("name")`` loader plus one import line below.
 reading that data (``""`` for data shipped at the source's default location). Each source registers
 a ``@FINGERPRINTS.register("name")`` function next to its loader; see
 :mod:`undistill.data.fingerprint` for the rule and an example.
+
+``num_classes(name)`` is a dataset's class count known without loading it (``CLASS_COUNTS``, from
+the sources' own declarations), so that configs are checked when they are read; a dataset whose
+classes are read from its files (``folder``, ``cifar10-jpeg``) has none until it is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from undistill.data.fingerprint import FINGERPRINTS, fingerprint_files, fingerpr
 from undistill.data.loader import DeviceLoader, split_validation, subset_indices
 
 __all__ = [
+    "CLASS_COUNTS",
     "DATASETS",
     "FINGERPRINTS",
     "AugmentSpec",
@@ -33,9 +38,18 @@ __all__ = [
     "fingerprint_tree",
     "load_dataset",
     "normalize",
+    "num_classes",
     "split_validation",
     "subset_indices",
 ]
+
+#: Class counts of the datasets whose loader fixes them, known without loading any image.
+CLASS_COUNTS: dict[str, int] = {
+    "digits": 10,  # scikit-learn's digits 0..9
+    **{s.name: len(s.classes) for s in (idx.MNIST, idx.FASHION_MNIST, idx.FASHION_MNIST_MINI)},
+    **{s.name: s.num_classes for s in (cifar.CIFAR10, cifar.CIFAR100)},
+    folder.TINY_IMAGENET.name: 200,  # Tiny-ImageNet-200
+}
 
 
 def check_name(name: str) -> str:
@@ -62,3 +76,10 @@ def dataset_fingerprint(name: str, root: str | Path | None = None) -> str:
         return FINGERPRINTS.get(name)(path)
     check_name(name)  # an unknown name fails here, as it would when loading
     return fingerprint_tree(path) if path is not None else ""
+
+
+def num_classes(name: str) -> int | None:
+    """The class count of dataset ``name`` known without loading it (:data:`CLASS_COUNTS`); None
+    for a dataset that reads its classes from its files (``folder``, ``cifar10-jpeg``). An unknown
+    name is a DatasetError."""
+    return CLASS_COUNTS.get(check_name(name))

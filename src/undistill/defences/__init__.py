@@ -9,7 +9,6 @@ import pkgutil
 from undistill.defences.base import (
     ALIASES,
     DEFENCES,
-    KNOWN_CLASSES,
     RELEASE_FLOOR,
     Defence,
     DefenceConfig,
@@ -27,12 +26,12 @@ from undistill.defences.release_path import (
     released_answers,
 )
 
-#: modules that hold no defence (the leaderboard and the defended teacher import the layers above)
-_NOT_DEFENCES = ("base", "release_path", "leaderboard", "teacher")
+#: modules that hold no defence (the defended teacher imports the layers above)
+_NOT_DEFENCES = ("base", "release_path", "teacher")
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _NOT_DEFENCES:
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ALIASES", "DEFENCES", "KNOWN_CLASSES", "POLICIES", "RELEASE_FLOOR", "Defence", "DefenceConfig",
-           "DefenceParams", "answer_probabilities", "build_defence", "parse_defence", "policy_defence",
-           "release", "release_answer", "released_answers", "released_logits"]
+__all__ = ["ALIASES", "DEFENCES", "POLICIES", "RELEASE_FLOOR", "Defence", "DefenceConfig", "DefenceParams",
+           "answer_probabilities", "build_defence", "parse_defence", "policy_defence", "release",
+           "release_answer", "released_answers", "released_logits"]

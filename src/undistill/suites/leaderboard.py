@@ -12,163 +12,66 @@ hyper-parameters and the best attack are chosen by the final model's validation 
 final model's test accuracy (:func:`undistill.analysis.test_accuracy`) is what the table
 reports, as mean and 95 % Student-t confidence interval over seeds (:func:`undistill.stats.mean_ci`).
 
-Run: ``python -m undistill.defences.leaderboard --out docs/results/defences-demo``.
+Every run trains through an :class:`undistill.executor.Executor` (each run under its lock; the
+Ray executor spreads a stage's runs over a cluster): the victims first, then the vanilla students
+of every seed, then per defence the grid candidates of every attack and then every attack's seeds,
+each stage one ``executor.run`` call. The spec and the run configs are
+:mod:`undistill.suites.leaderboard_spec`.
+
+Run: ``undistill leaderboard defences-demo --out docs/results/defences-demo``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from undistill import recipes
 from undistill.analysis import test_accuracy
-from undistill.config import ConfigError, RunConfig, Runtime, builtin_specs, load_spec
+from undistill.config import RunConfig, Runtime
 from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
 from undistill.defences.release_path import released_answers
-from undistill.engine import train_run
+from undistill.executor import Executor, LocalExecutor
 from undistill.runs import get_dataset, load_run_model
 from undistill.stats import mean_ci
-from undistill.suites.plan import scale_of, teacher_group
-from undistill.suites.spec import load_suite
+from undistill.suites.leaderboard_spec import (
+    MODELS,
+    AttackSpec,
+    DefenceEntry,
+    LeaderboardSpec,
+    Model,
+    StudentSpec,
+    Victims,
+    applicable,
+    attack_config,
+    builtin_leaderboards,
+    load_leaderboard,
+    nasty_es,
+    victim_plan,
+)
 
-Model = Literal["normal", "nasty", "nasty-es", "scm-release"]
-#: what each released ``model`` is (docs/defences.md)
-MODELS: dict[str, str] = {
-    "normal": "the suite's normal teacher",
-    "nasty": "its nasty version (Eq. 5)",
-    "nasty-es": "Nasty KD ES: the nasty training stopped at the SCM release's validation accuracy",
-    "scm-release": "the SCM defence: S^r of the nasty teacher's sequence (Eq. 10)",
-}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AttackSpec(_Strict):
-    name: str
-    method: str
-    grid: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1,
-                                       description="candidate method parameters, chosen on validation")
-    data: dict[str, Any] = Field(default_factory=dict, description="data-config fields of this "
-                                 "attack (e.g. classes: out-of-distribution queries)")
-    teachers: Literal["released", "sequence"] = Field(
-        "released", description="sequence: the SCM sequence S^1..S^k of the nasty teacher (only "
-        "for the undefended nasty teacher, where that sequence exists)")
+__all__ = ["MODELS", "AttackSpec", "DefenceEntry", "LeaderboardSpec", "Model", "StudentSpec", "Victims",
+           "applicable", "attack_config", "builtin_leaderboards", "load_leaderboard", "markdown",
+           "pareto_plot", "run_leaderboard", "utility", "victims", "write_outputs"]
 
 
-class DefenceEntry(_Strict):
-    name: str
-    model: Model = "normal"
-    output: DefenceConfig | None = None
-
-
-class StudentSpec(_Strict):
-    arch: str = "cnn"
-    width: float = Field(0.5, gt=0.0)
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(128, ge=1)
-    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of the training split")
-
-
-class LeaderboardSpec(_Strict):
-    name: str
-    title: str = ""
-    suite: str = Field("demo", description="victim teachers: this suite's first teacher group")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    select_seed: int = Field(0, description="seed on which grid candidates are compared")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    student: StudentSpec = Field(default_factory=StudentSpec)
-    vanilla: str = Field("vanilla", description="the attack that is the floor (no teacher)")
-    attacks: list[AttackSpec] = Field(min_length=1)
-    defences: list[DefenceEntry] = Field(min_length=1)
-    notes: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _names(self) -> LeaderboardSpec:
-        for what, names in (("attacks", [a.name for a in self.attacks]),
-                            ("defences", [d.name for d in self.defences])):
-            if len(set(names)) != len(names):
-                raise ValueError(f"{what}: names repeat: {names}")
-        if self.vanilla not in [a.name for a in self.attacks]:
-            raise ValueError(f"vanilla: {self.vanilla!r} is not among the attacks")
-        if self.select_seed not in self.seeds:
-            raise ValueError(f"select_seed: {self.select_seed} is not among the seeds {self.seeds}")
-        return self
-
-
-def builtin_leaderboards() -> list[str]:
-    return builtin_specs("undistill.defences")
-
-
-def load_leaderboard(name_or_path: str | Path) -> LeaderboardSpec:
-    """A built-in leaderboard (``defences-demo``, ``defences-cifar10-cpu``) by name, or a YAML
-    file by path."""
-    return load_spec(name_or_path, "undistill.defences", "leaderboard", LeaderboardSpec)
-
-
-@dataclass
-class Victims:
-    normal: RunConfig
-    nasty: RunConfig
-    sequence: list[RunConfig]
-    release: RunConfig
-    data: dict[str, Any]
-
-
-def victims(spec: LeaderboardSpec, runtime: Runtime) -> tuple[Victims, dict[Model, RunConfig]]:
-    """Train (or read back) the suite's teachers: normal, nasty, the SCM release S^r, and Nasty
-    KD ES when a defence releases it.
-
-    The attacker's sequence is S^1..S^r (the nasty teacher up to the release), so no model
-    beyond the release is trained."""
-    suite = load_suite(spec.suite)
-    _, scale = scale_of(suite, None)
-    g = teacher_group(suite, suite.teachers[0], scale)
-    if g.defence is None:
-        raise ConfigError(f"suite: {spec.suite!r} releases no SCM defence")
-    sequence = g.sequence[:suite.defence.release]
-    for run in (g.normal, g.nasty, *sequence):
-        train_run(run, runtime)
-    v = Victims(g.normal, g.nasty, sequence, g.defence, g.normal.data.model_dump())
-    models: dict[Model, RunConfig] = {"normal": g.normal, "nasty": g.nasty, "scm-release": g.defence}
+def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None = None
+            ) -> tuple[Victims, dict[Model, RunConfig]]:
+    """Train (or read back) the suite's teachers: normal, nasty, the sequence S^1..S^r and the SCM
+    release S^r (one ``executor.run``), then Nasty KD ES when a defence releases it."""
+    executor = executor or LocalExecutor()
+    v = victim_plan(spec)
+    results = executor.run([v.normal, v.nasty, *v.sequence, v.release], runtime)
+    models: dict[Model, RunConfig] = {"normal": v.normal, "nasty": v.nasty, "scm-release": v.release}
     if any(d.model == "nasty-es" for d in spec.defences):
         # as the suites build it (Table 6): stopped at the release's best validation accuracy
-        target = train_run(g.defence, runtime).best_acc
-        models["nasty-es"] = recipes.nasty_es(g.nasty, target, name=f"nasty-ES {g.spec.arch}")
-        train_run(models["nasty-es"], runtime)
+        models["nasty-es"] = nasty_es(v, results[v.release.run_id].best_acc)
+        executor.run([models["nasty-es"]], runtime)
     return v, models
-
-
-def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConfig],
-                  d: DefenceEntry | None, a: AttackSpec, params: dict[str, Any], seed: int) -> RunConfig:
-    """The student run of attack ``a`` with ``params`` against defence ``d`` (None: vanilla)."""
-    teachers: list[RunConfig] = []
-    if d is not None:
-        teachers = v.sequence if a.teachers == "sequence" else [models[d.model]]
-    s = spec.student
-    cfg = recipes.student(
-        teachers, s.arch, a.method, params, width=s.width, dataset=v.normal.data.name,
-        data={**v.data, "val_fraction": spec.val_fraction, "fraction": s.fraction, **a.data},
-        optim={"epochs": s.epochs, "batch_size": s.batch_size}, seed=seed,
-        name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})")
-    if d is not None and d.output is not None:
-        cfg = cfg.model_copy(update={"defence": d.output})
-        cfg = RunConfig.model_validate(cfg.model_dump())
-    return cfg
-
-
-def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
-    """SCM's sequence exists for the undefended nasty teacher only (docs/defences.md)."""
-    return a.teachers == "released" or (d.model == "nasty" and d.output is None)
 
 
 @torch.no_grad()
@@ -204,25 +107,29 @@ def _ci(values: list[float]) -> dict[str, float]:
     return {"mean": m.mean, "lo": m.mean - half, "hi": m.mean + half, "n": m.n}
 
 
-def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
-                    log: Any = print) -> dict[str, Any]:
-    """Train everything (finished runs are read back), write the results to ``out_dir``.
+def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log: Any = print,
+                    executor: Executor | None = None) -> dict[str, Any]:
+    """Train everything through ``executor`` (default: one run after another in this process;
+    finished runs are read back), write the results to ``out_dir``.
 
     The outputs are rewritten after every defence, so an interrupted run leaves the defences done
     so far on disk; running it again resumes (runs are content-addressed)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    v, models = victims(spec, runtime)
+    executor = executor or LocalExecutor()
+    v, models = victims(spec, runtime, executor)
     log(f"victims ready ({time.perf_counter() - t0:.0f} s)")
     attacks = {a.name: a for a in spec.attacks}
     vanilla = attacks[spec.vanilla]
 
-    def student(cfg: RunConfig) -> dict[str, Any]:
-        res = train_run(cfg, runtime)  # last_acc: the final model on val
-        test = test_accuracy(cfg, runtime.runs_dir, runtime.data_root)  # the final model, once
-        return {"val": res.last_acc, "test": test, "run_id": cfg.run_id}
+    def students(cfgs: list[RunConfig]) -> list[dict[str, Any]]:
+        """Train a stage's students in one executor call; each final model's val and test accuracy."""
+        res = executor.run(cfgs, runtime)  # last_acc: the final model on val
+        return [{"val": res[c.run_id].last_acc,
+                 "test": test_accuracy(c, runtime.runs_dir, runtime.data_root),  # the final model, once
+                 "run_id": c.run_id} for c in cfgs]
 
-    floor = {s: student(attack_config(spec, v, models, None, vanilla, vanilla.grid[0], s))
-             for s in spec.seeds}
+    floor = dict(zip(spec.seeds, students([attack_config(spec, v, models, None, vanilla, vanilla.grid[0], s)
+                                           for s in spec.seeds]), strict=True))
     out: dict[str, Any] = {"name": spec.name, "title": spec.title, "seeds": spec.seeds,
                            "vanilla": _ci([floor[s]["test"] for s in spec.seeds]),
                            "rows": [], "cells": [], "notes": spec.notes}
@@ -233,18 +140,19 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path,
                                "teacher_acc": test_accuracy(model_cfg, runtime.runs_dir, runtime.data_root,
                                                              which="auto"),  # as released
                                **utility(model_cfg, v.normal, d.output, runtime)}
+        run = [a for a in spec.attacks if a.name != spec.vanilla and applicable(a, d)]
+        # hyper-parameters: the candidate with the best validation accuracy on select_seed
+        trials = iter(students([attack_config(spec, v, models, d, a, g, spec.select_seed)
+                                for a in run for g in a.grid]))
+        grid_val = {a.name: [next(trials)["val"] for _ in a.grid] for a in run}
+        chosen = {a.name: a.grid[max(range(len(a.grid)), key=grid_val[a.name].__getitem__)] for a in run}
+        seeds = iter(students([attack_config(spec, v, models, d, a, chosen[a.name], s)
+                               for a in run for s in spec.seeds]))
         results = {}
-        for a in spec.attacks:
-            if a.name == spec.vanilla or not applicable(a, d):
-                continue
-            # hyper-parameters: the candidate with the best validation accuracy on select_seed
-            trials = [student(attack_config(spec, v, models, d, a, g, spec.select_seed))["val"]
-                      for g in a.grid]
-            best = max(range(len(trials)), key=trials.__getitem__)
-            per_seed = {s: student(attack_config(spec, v, models, d, a, a.grid[best], s))
-                        for s in spec.seeds}
+        for a in run:
+            per_seed = {s: next(seeds) for s in spec.seeds}
             results[a.name] = {
-                "params": a.grid[best], "grid_val": trials,
+                "params": chosen[a.name], "grid_val": grid_val[a.name],
                 "val": _ci([r["val"] for r in per_seed.values()]),
                 "test": _ci([r["test"] for r in per_seed.values()]),
                 "protection": _ci([floor[s]["test"] - per_seed[s]["test"] for s in spec.seeds]),
@@ -337,26 +245,3 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("protection: vanilla - best attack (points, 95 % CI)")
     ax.legend(fontsize=8)
     _save(fig, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m undistill.defences.leaderboard",
-                                 description="every attack against every defence (docs/defences.md)")
-    ap.add_argument("spec", nargs="?", default="defences-demo", help="built-in name or YAML path")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    ap.add_argument("--data-root", type=Path, default=None,
-                    help="the dataset's files (cifar10-jpeg: the archive or its folder)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
-    spec = load_leaderboard(args.spec)
-    runtime = Runtime(runs_dir=args.runs_dir, data_root=args.data_root, device=args.device,
-                      progress=False, num_threads=args.threads)
-    out = run_leaderboard(spec, runtime, args.out)
-    print(f"wrote {args.out} ({out['wall_time_s']:.0f} s)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""A defence leaderboard's spec and plan: which attacks against which defences, and the run config
+of each student; nothing here trains (:mod:`undistill.suites.leaderboard` runs them).
+
+The built-in leaderboards are the YAMLs of :mod:`undistill.suites.leaderboards`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from undistill import recipes
+from undistill.config import ConfigError, RunConfig, StrictModel, builtin_specs, load_spec
+from undistill.defences.base import DefenceConfig
+from undistill.suites.plan import scale_of, teacher_group
+from undistill.suites.spec import load_suite
+
+#: the package whose YAMLs are the built-in leaderboards
+BUILTIN = "undistill.suites.leaderboards"
+
+Model = Literal["normal", "nasty", "nasty-es", "scm-release"]
+#: what each released ``model`` is (docs/defences.md)
+MODELS: dict[str, str] = {
+    "normal": "the suite's normal teacher",
+    "nasty": "its nasty version (Eq. 5)",
+    "nasty-es": "Nasty KD ES: the nasty training stopped at the SCM release's validation accuracy",
+    "scm-release": "the SCM defence: S^r of the nasty teacher's sequence (Eq. 10)",
+}
+
+
+class AttackSpec(StrictModel):
+    name: str
+    method: str
+    grid: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1,
+                                       description="candidate method parameters, chosen on validation")
+    data: dict[str, Any] = Field(default_factory=dict, description="data-config fields of this "
+                                 "attack (e.g. classes: out-of-distribution queries)")
+    teachers: Literal["released", "sequence"] = Field(
+        "released", description="sequence: the SCM sequence S^1..S^k of the nasty teacher (only "
+        "for the undefended nasty teacher, where that sequence exists)")
+
+
+class DefenceEntry(StrictModel):
+    name: str
+    model: Model = "normal"
+    output: DefenceConfig | None = None
+
+
+class StudentSpec(StrictModel):
+    arch: str = "cnn"
+    width: float = Field(0.5, gt=0.0)
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(128, ge=1)
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of the training split")
+
+
+class LeaderboardSpec(StrictModel):
+    name: str
+    title: str = ""
+    suite: str = Field("demo", description="victim teachers: this suite's first teacher group")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    select_seed: int = Field(0, description="seed on which grid candidates are compared")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    vanilla: str = Field("vanilla", description="the attack that is the floor (no teacher)")
+    attacks: list[AttackSpec] = Field(min_length=1)
+    defences: list[DefenceEntry] = Field(min_length=1)
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> LeaderboardSpec:
+        for what, names in (("attacks", [a.name for a in self.attacks]),
+                            ("defences", [d.name for d in self.defences])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what}: names repeat: {names}")
+        if self.vanilla not in [a.name for a in self.attacks]:
+            raise ValueError(f"vanilla: {self.vanilla!r} is not among the attacks")
+        if self.select_seed not in self.seeds:
+            raise ValueError(f"select_seed: {self.select_seed} is not among the seeds {self.seeds}")
+        return self
+
+
+def builtin_leaderboards() -> list[str]:
+    return builtin_specs(BUILTIN)
+
+
+def load_leaderboard(name_or_path: str | Path) -> LeaderboardSpec:
+    """A built-in leaderboard (``defences-demo``, ``defences-cifar10-cpu``) by name, or a YAML
+    file by path."""
+    return load_spec(name_or_path, BUILTIN, "leaderboard", LeaderboardSpec)
+
+
+@dataclass
+class Victims:
+    normal: RunConfig
+    nasty: RunConfig
+    sequence: list[RunConfig]
+    release: RunConfig
+    data: dict[str, Any]
+
+
+def victim_plan(spec: LeaderboardSpec) -> Victims:
+    """The suite's teachers the leaderboard attacks: normal, nasty, the SCM release S^r and the
+    attacker's sequence S^1..S^r (the nasty teacher up to the release: no model beyond it)."""
+    suite = load_suite(spec.suite)
+    _, scale = scale_of(suite, None)
+    g = teacher_group(suite, suite.teachers[0], scale)
+    if g.defence is None:
+        raise ConfigError(f"suite: {spec.suite!r} releases no SCM defence")
+    return Victims(g.normal, g.nasty, g.sequence[:suite.defence.release], g.defence,
+                   g.normal.data.model_dump())
+
+
+def nasty_es(v: Victims, target: float) -> RunConfig:
+    """Nasty KD ES as the suites build it (Table 6): the nasty training stopped at ``target``, the
+    SCM release's best validation accuracy."""
+    return recipes.nasty_es(v.nasty, target, name=f"nasty-ES {v.normal.model.arch}")
+
+
+def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConfig],
+                  d: DefenceEntry | None, a: AttackSpec, params: dict[str, Any], seed: int) -> RunConfig:
+    """The student run of attack ``a`` with ``params`` against defence ``d`` (None: vanilla)."""
+    teachers: list[RunConfig] = []
+    if d is not None:
+        teachers = v.sequence if a.teachers == "sequence" else [models[d.model]]
+    s = spec.student
+    cfg = recipes.student(
+        teachers, s.arch, a.method, params, width=s.width, dataset=v.normal.data.name,
+        data={**v.data, "val_fraction": spec.val_fraction, "fraction": s.fraction, **a.data},
+        optim={"epochs": s.epochs, "batch_size": s.batch_size}, seed=seed,
+        name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})")
+    if d is not None and d.output is not None:
+        cfg = cfg.model_copy(update={"defence": d.output})
+        cfg = RunConfig.model_validate(cfg.model_dump())
+    return cfg
+
+
+def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
+    """SCM's sequence exists for the undefended nasty teacher only (docs/defences.md)."""
+    return a.teachers == "released" or (d.model == "nasty" and d.output is None)
