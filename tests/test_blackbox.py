@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from torch import nn
 
+from undistill import steal
+from undistill.config import Runtime
 from undistill.runs import get_dataset
 from undistill.serve import BackgroundServer, ServeStats, create_app, make_policy
-from undistill.stealing import steal
 from undistill.teachers import Teacher, TeacherError
 from undistill.teachers.remote import RemoteTeacher
 
@@ -65,8 +66,8 @@ def test_steal_through_a_server_within_budget_and_never_twice(model_file: Path, 
     runs = tmp_path / "runs"
     with server:
         url = f"{server.url}/v2/models/model"
-        res = steal(url, "digits", "cnn", "kd", budget=40, runs_dir=runs, epochs=2, device="cpu",
-                    sets=FAST, retries=0)
+        res = steal(url, "digits", method="kd", budget=40, epochs=2, sets=FAST, retries=0,
+                    runtime=Runtime(runs_dir=runs, device="cpu", progress=False))
         stats = app.state.stats
         assert stats.images == 40  # the probe and 39 training images, each once
         assert max(stats.per_input.values()) == 1
@@ -74,8 +75,8 @@ def test_steal_through_a_server_within_budget_and_never_twice(model_file: Path, 
         cfg = json.loads((Path(res.run_dir) / "config.json").read_text())["config"]
         assert cfg["budget"] == 40 and cfg["teachers"][0]["identity"].startswith("url:")
         # a repeated attack (another student, a new process) pays only for the probe
-        steal(url, "digits", "cnn", "hard-label", budget=40, runs_dir=runs, epochs=1,
-              device="cpu", sets=FAST, retries=0)
+        steal(url, "digits", method="hard-label", budget=40, epochs=1, sets=FAST, retries=0,
+              runtime=Runtime(runs_dir=runs, device="cpu", progress=False))
         assert stats.images == 41 and sorted(set(stats.per_input.values())) == [1, 2]
         # a budget too small for what is asked is never exceeded: nothing is sent
         t = Teacher.from_url(url, budget=3, cache=tmp_path / "other.sqlite").bind_dataset(DS)
@@ -179,7 +180,7 @@ def test_bad_servers_get_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(TeacherError, match=r"no answer after 2 attempts \(ConnectError"):
         RemoteTeacher(srv.url + "/gone", retries=1, backoff=0.01).bind_dataset(DS).probe()
     with pytest.raises(TeacherError, match="budget: 0 images leave none to train on"):
-        steal(f"{srv.url}/gone", "digits", budget=0, runs_dir=tmp_path)
+        steal(f"{srv.url}/gone", "digits", budget=0, runtime=Runtime(runs_dir=tmp_path))
 
 
 def test_serve_api_key_size_limit_and_output_policies(model_file: Path) -> None:
@@ -217,8 +218,9 @@ def test_serve_api_key_size_limit_and_output_policies(model_file: Path) -> None:
 def test_hard_label_attack_through_a_labels_only_server(model_file: Path, tmp_path: Path) -> None:
     app, server = served(model_file, policy=make_policy("labels"))
     with server:
-        res = steal(f"{server.url}/v2/models/model", "digits", "cnn", "hard-label", budget=200,
-                    runs_dir=tmp_path / "runs", epochs=10, device="cpu", labels=False,
+        res = steal(f"{server.url}/v2/models/model", "digits", method="hard-label", budget=200,
+                    runtime=Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False),
+                    epochs=10, labels=False,
                     sets=["optim.batch_size=32", "model.width=0.5", "optim.lr=0.05"])
     from undistill.analysis import predict_logits
     from undistill.runs import load_run_model, read_run_config

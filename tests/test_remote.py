@@ -382,7 +382,8 @@ def test_deeply_nested_and_non_finite_json_are_one_line_errors() -> None:
 def test_credentials_in_the_url_are_used_and_never_stored(tmp_path: Path, monkeypatch) -> None:
     model = Answers(basic=("user", "PASSWORD"))
     runs = tmp_path / "runs"
-    from undistill.stealing import steal
+    from undistill import steal
+    from undistill.config import Runtime
 
     with BackgroundServer(model) as srv:
         port = srv.url.rsplit(":", 1)[1]
@@ -390,8 +391,8 @@ def test_credentials_in_the_url_are_used_and_never_stored(tmp_path: Path, monkey
         with pytest.raises(TeacherError, match="401") as e:
             RemoteTeacher(url.replace("PASSWORD", "wrong"), retries=0).bind_dataset(DS).probe()
         assert "wrong" not in str(e.value)
-        res = steal(url, "digits", "cnn", "kd", budget=30, runs_dir=runs, epochs=1, device="cpu",
-                    sets=FAST, retries=0)
+        res = steal(url, "digits", method="kd", budget=30, epochs=1, sets=FAST, retries=0,
+                    runtime=Runtime(runs_dir=runs, device="cpu", progress=False))
         assert model.images == 30
         cfg = json.loads((Path(res.run_dir) / "config.json").read_text())["config"]
         source = cfg["teachers"][0]["source"]

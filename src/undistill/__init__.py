@@ -9,9 +9,9 @@ submodules of the same name, so ``undistill.audit`` is the function (its module 
 
 __version__ = "0.1.0"
 
+from undistill.api import steal  # noqa: E402
 from undistill.audit import audit  # noqa: E402
 from undistill.serve import serve  # noqa: E402
-from undistill.stealing import steal  # noqa: E402
 from undistill.teachers import Teacher, TeacherError  # noqa: E402
 
 __all__ = ["Teacher", "TeacherError", "__version__", "audit", "serve", "steal"]

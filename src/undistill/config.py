@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from undistill.config_teachers import ClientConfig, ExternalTeacherConfig, InputSpec, StrictModel
-from undistill.defences.base import KNOWN_CLASSES, DefenceConfig
+from undistill.defences.base import DefenceConfig
 from undistill.exceptions import UndistillError
 from undistill.optim import OptimConfig
 
@@ -181,9 +181,11 @@ class RunConfig(_Strict):
             if n == 0:
                 raise ValueError("defence: a defence stands between teachers and the student; "
                                  "this run has no teachers")
-            if self.data.name in KNOWN_CLASSES:
+            from undistill.data import CLASS_COUNTS
+
+            if (classes := CLASS_COUNTS.get(self.data.name)) is not None:
                 try:
-                    self.defence.check_classes(KNOWN_CLASSES[self.data.name])
+                    self.defence.check_classes(classes)
                 except ValueError as e:
                     raise ValueError(f"defence.{e}") from None
         for i, t in enumerate(self.teachers):

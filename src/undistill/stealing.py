@@ -1,6 +1,7 @@
 """Stealing from any teacher: open it, check it once, train a student against it.
 
-``steal(teacher, dataset=...)`` is the Python twin of ``undistill steal --teacher``. A teacher is
+:func:`steal_external` is what ``undistill.steal`` (:func:`undistill.api.steal`) does with a
+teacher that is not a run of this toolkit: ``undistill steal --teacher``. A teacher is
 a :class:`~undistill.teachers.Teacher`, a path (model file or run directory) or a URL. Teachers
 whose answers cost queries (a remote kind: a URL) answer through the answer cache
 ``runs_dir/answers.sqlite`` within ``budget`` images. One :class:`~undistill.teachers.Opener`
@@ -86,13 +87,13 @@ def student_config(teacher: Teacher, dataset: str, arch: str = "cnn", method: st
     return with_overrides(cfg, sets)
 
 
-def steal(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", method: str = "kd", *,
-          budget: int | None = None, data_root: Path | None = None, runs_dir: Path = Path("runs"),
-          width: float = 1.0, labels: bool = True, epochs: int | None = None,
-          params: dict[str, Any] | None = None, seed: int = 0, sets: list[str] | None = None,
-          device: str = "auto", progress: bool = False, spec: InputSpec | dict[str, Any] | None = None,
-          teacher_arch: str | None = None, teacher_width: float = 1.0, trust_factory: bool = False,
-          **client: Any) -> Any:
+def steal_external(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn",
+                   method: str = "kd", *, budget: int | None = None, data_root: Path | None = None,
+                   runs_dir: Path = Path("runs"), width: float = 1.0, labels: bool = True,
+                   epochs: int | None = None, params: dict[str, Any] | None = None, seed: int = 0,
+                   sets: list[str] | None = None, device: str = "auto", progress: bool = False,
+                   spec: InputSpec | dict[str, Any] | None = None, teacher_arch: str | None = None,
+                   teacher_width: float = 1.0, trust_factory: bool = False, **client: Any) -> Any:
     """Train a ``method`` student of architecture ``arch`` against ``teacher``; returns the
     run's :class:`~undistill.engine.RunResult` (``run_dir`` holds it). ``client``: options of a URL
     teacher; ``trust_factory``: a YAML beside a state_dict may name a factory (code that runs)."""

@@ -170,10 +170,39 @@ def student_config(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method:
     return with_overrides(cfg, sets)
 
 
-def steal(teachers: Sequence[TeacherRef], *, arch: str = "cnn", method: str = "kd",
+def is_run(ref: object) -> bool:
+    """A run of this toolkit: its config, or a run directory (a folder; not a URL)."""
+    return isinstance(ref, RunConfig) or (isinstance(ref, str | Path) and "://" not in str(ref)
+                                          and Path(ref).is_dir())
+
+
+def steal(teacher: Any, dataset: str | None = None, *, arch: str = "cnn", method: str = "kd",
           width: float = 1.0, fraction: float = 1.0, labels: bool = True, seed: int = 0,
-          sets: list[str] | None = None, runtime: Runtime | None = None) -> RunResult:
-    """Train a stealing student from one teacher or an ensemble (e.g. an SCM sequence)."""
+          sets: list[str] | None = None, runtime: Runtime | None = None, **external: Any
+          ) -> RunResult:
+    """Train a ``method`` student of architecture ``arch`` from any teacher; returns its result.
+
+    ``teacher``: runs of this toolkit (a run directory, a :class:`RunConfig`, or a list of them:
+    an ensemble, e.g. an SCM sequence; their dataset is the runs'), or one teacher from anywhere
+    (an :class:`undistill.Teacher`, a model file or an http(s) URL) stolen with images of
+    ``dataset``; ``external`` then takes the options of :func:`undistill.api.steal_from`
+    (``budget``, ``epochs``, ``params``, ``spec``, ``teacher_arch``, ``teacher_width``,
+    ``trust_factory`` and the URL client's options)."""
+    teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
+    if not all(is_run(t) for t in teachers):
+        if len(teachers) != 1:
+            raise ConfigError("an ensemble is made of runs; a model file, URL or Teacher is stolen "
+                              "alone")
+        from undistill.api.teachers import steal_from
+
+        if fraction != 1.0:
+            raise ConfigError("fraction: not available against a teacher from a file or URL (give "
+                              "a budget)")
+        return steal_from(teachers[0], dataset, arch=arch, method=method, width=width,
+                          labels=labels, seed=seed, sets=sets, runtime=runtime, **external)
+    if external:
+        raise ConfigError(f"{', '.join(sorted(external))}: options of a teacher from a file or URL, "
+                          f"not of runs")
     rt = runtime_near(runtime, teachers)
     cfg = student_config(teachers, arch=arch, method=method, width=width, fraction=fraction,
                          labels=labels, seed=seed, sets=sets, data_root=rt.data_root)

@@ -100,19 +100,21 @@ def audit(teacher: str, dataset: str, *, arch: str = "cnn", budget: int = 1000,
 
 def steal_from(teacher: str, dataset: str | None, *, arch: str = "cnn", method: str = "kd",
                budget: int | None = None, width: float = 1.0, labels: bool = True, seed: int = 0,
+               epochs: int | None = None, params: dict[str, Any] | None = None,
                sets: list[str] | None = None, runtime: Runtime | None = None,
                spec: dict[str, Any] | None = None, teacher_arch: str | None = None,
                teacher_width: float = 1.0, trust_factory: bool = False,
                **client: Any) -> RunResult:
     """Train a ``method`` student of architecture ``arch`` against a model file or URL (open,
-    probe, train: :func:`undistill.stealing.steal`), asking it about at most ``budget`` images of
+    probe, train: :func:`undistill.stealing.steal_external`), asking it about at most ``budget`` images of
     ``dataset``; returns the run's result."""
-    from undistill.stealing import steal
+    from undistill.stealing import steal_external
 
     if dataset is None:
         raise ConfigError("--dataset: a teacher from a file or URL needs the dataset to steal with")
     rt = runtime or Runtime()
-    return steal(teacher, dataset, arch, method, budget=budget, data_root=rt.data_root,
-                 runs_dir=rt.runs_dir, width=width, labels=labels, seed=seed, sets=sets,
-                 device=rt.device, progress=rt.progress, spec=spec, teacher_arch=teacher_arch,
-                 teacher_width=teacher_width, trust_factory=trust_factory, **client)
+    return steal_external(teacher, dataset, arch, method, budget=budget, data_root=rt.data_root,
+                          runs_dir=rt.runs_dir, width=width, labels=labels, epochs=epochs,
+                          params=params, seed=seed, sets=sets, device=rt.device,
+                          progress=rt.progress, spec=spec, teacher_arch=teacher_arch,
+                          teacher_width=teacher_width, trust_factory=trust_factory, **client)

@@ -176,13 +176,3 @@ def _check_probs(probs: torch.Tensor) -> None:
     if not probs.is_floating_point():
         raise ValueError(f"probabilities must be floating point, got {probs.dtype}")
 
-
-def __getattr__(name: str) -> Any:
-    """``KNOWN_CLASSES``: gone; class counts are the dataset registry's
-    (:func:`undistill.data.num_classes`). Kept readable here only until ``undistill.config`` reads
-    them there; remove then."""
-    if name == "KNOWN_CLASSES":
-        from undistill.data import CLASS_COUNTS
-
-        return CLASS_COUNTS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
