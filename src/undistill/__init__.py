@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 from undistill.api import steal  # noqa: E402
 from undistill.audit import audit  # noqa: E402
+from undistill.exceptions import UndistillError  # noqa: E402
 from undistill.serve import serve  # noqa: E402
 from undistill.teachers import Teacher, TeacherError  # noqa: E402
 
-__all__ = ["Teacher", "TeacherError", "__version__", "audit", "serve", "steal"]
+__all__ = ["Teacher", "TeacherError", "UndistillError", "__version__", "audit", "serve", "steal"]
