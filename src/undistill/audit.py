@@ -36,8 +36,13 @@ from undistill.config import ConfigError, InputSpec, Runtime
 from undistill.teachers import Teacher
 
 DEFAULT_METHODS = ("kd", "htc", "skeptical", "hard-label")
-#: Without labels, the Skeptical student distils from the first epoch (no label-only warm-up).
-NO_LABEL_PARAMS: dict[str, dict[str, Any]] = {"skeptical": {"kd_delay": -1}}
+
+
+def label_free(method: str) -> dict[str, Any] | None:
+    """What ``method`` needs to run without labels (its ``label_free_params``), or None."""
+    from undistill.methods import METHODS
+
+    return dict(METHODS.get(method).label_free_params) or None
 
 
 def curve_budgets(budget: int, points: int = 4) -> list[int]:
@@ -124,13 +129,13 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     plans: dict[tuple[str, int], Any] = {}
     for m in methods:
         plans[(m, budget)] = student_config(t, dataset, arch, m, budget, width, labels=False,
-                                            epochs=epochs, params=NO_LABEL_PARAMS.get(m),
+                                            epochs=epochs, params=label_free(m),
                                             seed=seed, sets=sets,
                                             name=f"audit {m} {arch} @{budget}")
     for b in budgets:
         plans.setdefault((curve_method, b), student_config(
             t, dataset, arch, curve_method, b, width, labels=False, epochs=epochs,
-            params=NO_LABEL_PARAMS.get(curve_method), seed=seed,
+            params=label_free(curve_method), seed=seed,
             sets=sets, name=f"audit {curve_method} {arch} @{b}"))
     runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress,
                       opener=opener)

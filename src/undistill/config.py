@@ -40,10 +40,9 @@ class ConfigError(UndistillError, ValueError):
     """An invalid configuration; the message names each offending field."""
 
 
-_Strict = StrictModel
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     name: str = Field(description="dataset name: digits, fashion-mnist, mnist, cifar10, cifar100, "
                       "tinyimagenet, folder")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="limited data: share of the training set")
@@ -80,25 +79,19 @@ class DataConfig(_Strict):
         return v
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     arch: str = Field(description="a zoo architecture, or a factory `package.module:function`")
     width: float = Field(1.0, gt=0.0, le=4.0, description="channel multiplier")
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        from undistill.models import MODELS
-        from undistill.models.factory import is_factory, load_factory
+        from undistill.models.factory import check_arch
 
-        if is_factory(v):
-            load_factory(v)  # raises a ValueError naming what cannot be imported
-        elif v not in MODELS:
-            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(MODELS.names())}, "
-                             f"or a factory package.module:function")
-        return v
+        return check_arch(v)
 
 
-class MethodConfig(_Strict):
+class MethodConfig(StrictModel):
     name: str = "vanilla"
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -130,7 +123,7 @@ TeacherEntry = Annotated[
     Discriminator(_teacher_tag)]
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Everything that decides what a run learns."""
 
     data: DataConfig
@@ -308,7 +301,7 @@ def load_config(path: Path | None, overrides: list[str] | None = None,
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data = _merge(data, loaded)
+        data = merge(data, loaded)
     apply_overrides(data, list(overrides or []))
     return parse_config(data)
 
@@ -346,8 +339,9 @@ def load_spec(name_or_path: str | Path, package: str, kind: str, model: type[M])
         raise ConfigError(f"invalid {kind} {name_or_path}: {_format(e)}") from None
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def merge(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
+    """``a`` updated by ``b``, nested mappings merged key by key (``b`` may be None)."""
     out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for k, v in (b or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out

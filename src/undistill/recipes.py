@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from undistill.config import RunConfig, apply_overrides, parse_config
+from undistill.config import RunConfig, apply_overrides, merge, parse_config
 from undistill.methods import METHODS
 from undistill.presets import optim_preset, teacher_config
 
@@ -29,19 +29,12 @@ def with_overrides(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
     return parse_config(d)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any] | None) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def normal_teacher(dataset: str, arch: str, width: float = 1.0, seed: int = 0,
                    optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
                    name: str = "") -> RunConfig:
     d = teacher_config(dataset, arch, width, seed)
-    d["optim"] = _merge(d["optim"], optim)
-    d["data"] = _merge(d["data"], data)
+    d["optim"] = merge(d["optim"], optim)
+    d["data"] = merge(d["data"], data)
     d["name"] = name or f"normal {arch}"
     return parse_config(d)
 
@@ -64,7 +57,7 @@ def nasty_teacher(adversary: RunConfig, omega: float | None = None,
     d = {
         "data": adversary.data.model_dump(),
         "model": {"arch": arch, "width": adversary.model.width if width is None else width},
-        "optim": _merge(base_optim, optim),
+        "optim": merge(base_optim, optim),
         "method": {"name": "nasty", "params": {
             "omega": defaults["omega"] if omega is None else omega,
             "temperature": defaults["temperature"] if temperature is None else temperature}},
@@ -132,9 +125,9 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
     base_data = teachers[0].data.model_dump() if teachers else {"name": dataset}
     base_params = METHODS.get(method).defaults_for(dataset, arch)
     d = {
-        "data": _merge(base_data, data),
+        "data": merge(base_data, data),
         "model": {"arch": arch, "width": width},
-        "optim": _merge(optim_preset(dataset, arch), optim),
+        "optim": merge(optim_preset(dataset, arch), optim),
         "method": {"name": method, "params": {**base_params, **(params or {})}},
         "teachers": teachers,
         "seed": seed,
@@ -175,7 +168,7 @@ def data_free_student(teachers: list[RunConfig] | RunConfig, arch: str, method: 
     if not teachers:
         raise ValueError("a data-free student needs a teacher")
     dataset = teachers[0].data.name
-    d_data = _merge(teachers[0].data.model_dump(), data)
+    d_data = merge(teachers[0].data.model_dump(), data)
     d_data.update({"labels": False, "augment": False})
     p = {**METHODS.get(method).defaults_for(dataset, arch), **(params or {})}
     if "image_size" not in p or "channels" not in p:
@@ -185,7 +178,7 @@ def data_free_student(teachers: list[RunConfig] | RunConfig, arch: str, method: 
     d = {
         "data": d_data,
         "model": {"arch": arch, "width": width},
-        "optim": _merge(optim_preset(dataset, arch), optim),
+        "optim": merge(optim_preset(dataset, arch), optim),
         "method": {"name": method, "params": p},
         "teachers": teachers,
         "seed": seed,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from undistill.config import ExternalTeacherConfig, InputSpec, RunConfig, Runtime
-from undistill.teachers import Opener, RemoteTeacher, Teacher, TeacherError, open_source
+from undistill.teachers import Opener, Teacher, TeacherError, open_source
 from undistill.teachers.kinds.run import RunTeacher
 
 
@@ -107,8 +107,3 @@ def steal_external(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn
                       opener=opener)
     return ensure_trained(cfg, runtime)
 
-
-def queries_sent(teacher: Teacher) -> int | None:
-    """Images a URL teacher sent in this process (probe included); None for other teachers."""
-    remote = teacher.find(RemoteTeacher) if isinstance(teacher, Teacher) else None
-    return remote.sent if remote is not None else None

@@ -39,11 +39,9 @@ class MADParams(DefenceParams):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        from undistill.models import MODELS
+        from undistill.models.factory import check_arch
 
-        if v not in MODELS:
-            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(MODELS.names())}")
-        return v
+        return check_arch(v)
 
 
 def mad_targets(probs: torch.Tensor, surrogate_probs: torch.Tensor, epsilon: float,

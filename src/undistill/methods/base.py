@@ -182,6 +182,8 @@ class Method(nn.Module):
     data_free_of: ClassVar[str | None] = None
     #: the grid the paper searches for this method (Sec. 4.1); empty: not searched
     search_space: ClassVar[dict[str, list[float]]] = {}
+    #: parameters a run without labels needs (e.g. no label-only warm-up), over the defaults
+    label_free_params: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:

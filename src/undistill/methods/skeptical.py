@@ -143,6 +143,8 @@ class Skeptical(Scheme):
     SchemeParams = SkepticalParams
     #: the self-distillation takes the objective's ``temperature`` by default
     shares_temperature: ClassVar[bool] = False
+    #: without labels there is no warm-up loss: distil from the first epoch
+    label_free_params: ClassVar[dict[str, Any]] = {"kd_delay": -1}
 
     def __init__(self, student: ZooModel, teacher: Ensemble | None, params: Params) -> None:
         super().__init__(student, teacher, params)

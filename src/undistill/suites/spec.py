@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from undistill.config import builtin_specs, load_spec
+from undistill.config import StrictModel, builtin_specs, load_spec
 from undistill.methods import method_names, stealing_methods
 from undistill.suites.paper import TABLE1_COLUMNS
 
@@ -58,17 +58,13 @@ def _known_groups(v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 MethodParams = Annotated[dict[str, dict[str, Any]], AfterValidator(_known_groups)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NastySpec(_Strict):
+class NastySpec(StrictModel):
     omega: float | None = Field(None, ge=0.0)
     temperature: float | None = Field(None, gt=0.0)
     epochs: int | None = Field(None, ge=1, description="epochs of nasty/sequence training")
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(StrictModel):
     arch: str
     width: float = Field(1.0, gt=0.0)
     epochs: int | None = Field(None, ge=1)
@@ -76,7 +72,7 @@ class TeacherSpec(_Strict):
     nasty: NastySpec = Field(default_factory=NastySpec)
 
 
-class StudentSpec(_Strict):
+class StudentSpec(StrictModel):
     arch: str
     width: float = Field(1.0, gt=0.0)
     epochs: int | None = Field(None, ge=1)
@@ -85,7 +81,7 @@ class StudentSpec(_Strict):
                                  "student, over the suite's")
 
 
-class ScaleSpec(_Strict):
+class ScaleSpec(StrictModel):
     """A scale preset: multiplies every width, replaces every epoch count, shrinks the data."""
 
     description: str = ""
@@ -100,13 +96,13 @@ class ScaleSpec(_Strict):
                               "a YAML path) with its own teachers, students, data and choices")
 
 
-class SCMSpec(_Strict):
+class SCMSpec(StrictModel):
     k: int = Field(4, ge=1, le=16, description="sequence length S^1..S^k")
     omega: float | None = Field(None, ge=0.0, description="omega of G (Eq. 10) for S^2..S^k "
                                 "(default: the nasty teacher's)")
 
 
-class DefenceSpec(_Strict):
+class DefenceSpec(StrictModel):
     enabled: bool = True
     release: int = Field(2, ge=2, description="the SCM defence releases S^release")
     nasty_es: bool = True
@@ -114,7 +110,7 @@ class DefenceSpec(_Strict):
                                        "(default: all)")
 
 
-class SearchSpec(_Strict):
+class SearchSpec(StrictModel):
     """Choose method hyper-parameters inside the suite, on the validation split (never the test
     set): for each teacher, student and method, a grid search (``undistill.search``) whose trials
     are the seed-0 student runs themselves, so the chosen trial is reused as that cell."""
@@ -126,7 +122,7 @@ class SearchSpec(_Strict):
     study_seed: int = 0
 
 
-class PreflightSpec(_Strict):
+class PreflightSpec(StrictModel):
     """What the scale must show before its numbers mean anything (checked on the validation
     split once teachers and vanilla students are trained; a miss is a warning in the report)."""
 
@@ -136,7 +132,7 @@ class PreflightSpec(_Strict):
                               "below the normal teacher")
 
 
-class AblationSpec(_Strict):
+class AblationSpec(StrictModel):
     """Vary one thing of some Table 1 columns: a method parameter, or one of the special knobs
     ``k`` (SCM sequence length), ``sequence_arch`` (architecture of S^2..S^k), ``fraction``
     (the student's share of the training data), ``labels`` (false: no labels) or ``data_free``
@@ -154,7 +150,7 @@ class AblationSpec(_Strict):
                                          "sequence_arch (default: the teacher's)")
 
 
-class SuiteSpec(_Strict):
+class SuiteSpec(StrictModel):
     name: str
     title: str = ""
     description: str = ""

@@ -11,7 +11,7 @@ one call.
 
 from undistill.teachers import kinds  # noqa: F401  (registers the built-in kinds)
 from undistill.teachers.answer_cache import AnswerCache, QueryBudget
-from undistill.teachers.base import Ask, BudgetExhausted, Teacher, TeacherError, TeacherProtocol
+from undistill.teachers.base import Ask, BudgetExhausted, Teacher, TeacherError
 from undistill.teachers.kind import KINDS, Kind, Source, detect_kind, get_kind, register_kind
 from undistill.teachers.opener import Opener, open_config
 from undistill.teachers.remote import RemoteTeacher
@@ -34,7 +34,6 @@ __all__ = [
     "Source",
     "Teacher",
     "TeacherError",
-    "TeacherProtocol",
     "Wrapper",
     "detect_kind",
     "get_kind",

@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -31,18 +31,10 @@ from undistill.teachers.errors import BudgetExhausted, TeacherError
 from undistill.teachers.spec import to_model_conventions
 
 __all__ = ["PROB_FLOOR", "Ask", "BudgetExhausted", "Meter", "Teacher", "TeacherError",
-           "TeacherProtocol", "file_digest"]
+           "file_digest"]
 
 PROB_FLOOR = 1e-8  # log of a zero probability (top-k, rounded or label-only answers)
 T = TypeVar("T")
-
-
-@runtime_checkable
-class TeacherProtocol(Protocol):
-    """What every attack and analysis needs from a teacher (a :class:`Teacher`, or the ensemble
-    :class:`undistill.methods.base.Ensemble` of runs and external members)."""
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 class Meter(Protocol):
