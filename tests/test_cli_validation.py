@@ -192,6 +192,8 @@ def test_the_audit_api_checks_its_arguments_first(kwargs: dict, words: list[str]
     ("serve", "--num-classes", "1", ["at least 2"]),
     ("serve", "--teacher-width", "0", ["(0, 4]"]),
     ("serve", "--max-request-mb", "inf", ["finite"]),
+    ("serve", "--max-inflight-mb", "-1", ["greater than 0"]),
+    ("serve", "--body-timeout", "0", ["greater than 0"]),
     ("audit", "--rate", "-1", ["greater than 0"]),
     ("audit", "--rate", "0", ["greater than 0"]),
     ("audit", "--concurrency", "0", ["at least 1"]),
@@ -342,3 +344,21 @@ def test_audit_json_run_dirs_exist(tmp_path: Path, monkeypatch) -> None:
     for e in entries:
         assert (out / "runs" / e["run_id"] / "result.json").is_file(), e
         assert Path(e["run_dir"]).resolve() == (out / "runs" / e["run_id"]).resolve()
+
+
+def test_a_policy_the_model_cannot_serve_is_one_line(model_file: Path, tmp_path: Path) -> None:
+    """top-k with k above the model's classes fails before serving (it was a traceback inside the
+    server's start-up)."""
+    line = one_error_line(invoke(*commands(model_file)["serve"], "--policy", "top-k", "--top-k", "20"))
+    assert "k" in line and "20" in line and "10" in line
+    nothing_written(tmp_path)
+
+
+def test_serve_without_its_extra_is_one_line(model_file: Path, monkeypatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    line = one_error_line(invoke(*commands(model_file)["serve"]))
+    assert "uvicorn" in line and "undistill[serve]" in line

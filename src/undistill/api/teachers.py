@@ -23,7 +23,8 @@ from undistill.engine import RunResult
 def serve(teacher: str, *, host: str = "127.0.0.1", port: int = 8000, name: str = "model",
           dataset: str | None = None, policy: str = "full", top_k: int = 1, decimals: int = 2,
           defence: str | None = None, api_key: str | None = None,
-          max_request_bytes: int = 16 << 20, data_root: Path | None = None,
+          max_request_bytes: int = 16 << 20, max_inflight_bytes: int | None = None,
+          body_timeout: float = 60.0, data_root: Path | None = None,
           spec: dict[str, Any] | None = None, teacher_arch: str | None = None,
           teacher_width: float = 1.0, trust_factory: bool = False,
           log: Callable[[str], Any] = print) -> None:
@@ -31,13 +32,20 @@ def serve(teacher: str, *, host: str = "127.0.0.1", port: int = 8000, name: str 
     ``http://HOST:PORT/v2/models/NAME`` behind an output ``policy`` (``full``, ``top-k``, ``round``,
     ``labels``) or an output ``defence`` given as YAML (``'{name: mad, params: {epsilon: 1}}'``),
     until interrupted. ``dataset``: whose conventions fill the unset ones. ``log`` gets one line
-    naming what is served, before serving."""
+    naming what is served, before serving. Limits: ``max_request_bytes`` per body,
+    ``max_inflight_bytes`` (default 4 x the former) of bodies being read or answered at once,
+    ``body_timeout`` seconds for a body to arrive (docs/security.md)."""
+    import importlib.util
+
     from undistill.runs import get_dataset
     from undistill.serve import make_policy
     from undistill.serve import serve as run_server
     from undistill.teachers import open_source
     from undistill.teachers.kinds.run import RunTeacher
 
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"serve needs {' and '.join(missing)}: pip install 'undistill[serve]'")
     t = open_source(teacher, spec, arch=teacher_arch, width=teacher_width, data_root=data_root,
                     trust_factory=trust_factory)
     if dataset is not None and t.find(RunTeacher) is None:
@@ -49,11 +57,12 @@ def serve(teacher: str, *, host: str = "127.0.0.1", port: int = 8000, name: str 
         pol = parse_defence(defence, t.spec.num_classes)
         policy = f"defence {defence}"
     else:
-        pol = make_policy(policy, top_k, decimals)
+        pol = make_policy(policy, top_k, decimals, num_classes=t.spec.num_classes)
     log(f"serving {t.kind} teacher {t.identity} at http://{host}:{port}/v2/models/{name} "
         f"(policy {policy})")
     run_server(t, host, port, name=name, policy=pol, api_key=api_key,
-               max_request_bytes=max_request_bytes)
+               max_request_bytes=max_request_bytes, max_inflight_bytes=max_inflight_bytes,
+               body_timeout=body_timeout)
 
 
 def inspect(teacher: str, dataset: str, *, reference: str | None = None,

@@ -116,7 +116,8 @@ def api_key(env: str | None) -> str | None:
 
 RULES: dict[str, Rule] = {
     # serving
-    "port": between(0, 65535), "max_request_mb": above(0), "top_k": at_least(1),
+    "port": between(0, 65535), "max_request_mb": above(0), "max_inflight_mb": above(0),
+    "body_timeout": above(0), "top_k": at_least(1),
     "decimals": at_least(0),
     # the black-box client (URL teachers)
     "rate": above(0), "concurrency": at_least(1), "timeout": above(0), "retries": at_least(0),

@@ -49,6 +49,11 @@ def serve(
                                                 "(docs/defences.md)")] = None,
     api_key_env: ApiKeyEnv = None,
     max_request_mb: Annotated[float, typer.Option(help="request size limit (MiB)")] = 16.0,
+    max_inflight_mb: Annotated[float | None, typer.Option(
+        help="MiB of request bodies read or answered at once; beyond it 503 (default: 4 x "
+             "--max-request-mb)")] = None,
+    body_timeout: Annotated[float, typer.Option(help="seconds for a request body to arrive "
+                                                "(408 after)")] = 60.0,
     *,
     spec: dict[str, Any],
     model: dict[str, Any],
@@ -57,7 +62,9 @@ def serve(
     """Serve a teacher over the Open Inference Protocol (KServe v2) behind an output policy."""
     api.serve(teacher, host=host, port=port, name=name, dataset=dataset, policy=policy,
               top_k=top_k, decimals=decimals, defence=defence, api_key=api_key(api_key_env),
-              max_request_bytes=int(max_request_mb * (1 << 20)), data_root=data_root, spec=spec,
+              max_request_bytes=int(max_request_mb * (1 << 20)),
+              max_inflight_bytes=None if max_inflight_mb is None else int(max_inflight_mb * (1 << 20)),
+              body_timeout=body_timeout, data_root=data_root, spec=spec,
               log=lambda line: out.print(line, markup=False), **model)
 
 
