@@ -27,3 +27,29 @@ def tiny_teacher(epochs: int = 3, arch: str = "cnn", width: float = 0.25, **extr
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
     return Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
+
+
+def digits_torchscript(path: Path) -> Path:
+    """A tiny TorchScript teacher for the digits data (8x8 grey, 10 classes), saved at ``path``."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(torch.jit.trace(m, torch.randn(2, 1, 8, 8)), path)
+    return path
+
+
+class FailEvery:
+    """ASGI middleware: every ``k``-th inference request gets 503 before reaching the model."""
+
+    def __init__(self, app, k: int) -> None:
+        self.app, self.k, self.n = app, k, 0
+
+    async def __call__(self, scope, receive, send):
+        from starlette.responses import PlainTextResponse
+
+        if scope["type"] == "http" and scope["path"].endswith("/infer"):
+            self.n += 1
+            if self.n % self.k == 0:
+                await PlainTextResponse("try again", status_code=503)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FailEvery, digits_torchscript
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
-from torch import nn
 
 from undistill import steal
 from undistill.config import Runtime
@@ -33,11 +33,7 @@ FAST = ["optim.batch_size=32", "model.width=0.25"]
 
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    path = tmp_path / "teacher.ts"
-    torch.jit.save(torch.jit.trace(m, torch.randn(2, 1, 8, 8)), path)
-    return path
+    return digits_torchscript(tmp_path / "teacher.ts")
 
 
 def served(model_file: Path, **options):
@@ -46,19 +42,6 @@ def served(model_file: Path, **options):
     return app, BackgroundServer(app)
 
 
-class FailEvery:
-    """ASGI middleware: every ``k``-th inference request gets 503 before reaching the model."""
-
-    def __init__(self, app, k: int) -> None:
-        self.app, self.k, self.n = app, k, 0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].endswith("/infer"):
-            self.n += 1
-            if self.n % self.k == 0:
-                await PlainTextResponse("try again", status_code=503)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def test_steal_through_a_server_within_budget_and_never_twice(model_file: Path, tmp_path: Path) -> None:

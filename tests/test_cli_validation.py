@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from conftest import digits_torchscript
 from torch import nn
 from typer.testing import CliRunner
 
@@ -41,12 +42,7 @@ def _no_work(tmp_path: Path, monkeypatch):
 
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    path = tmp_path / "models" / "teacher.ts"
-    path.parent.mkdir()
-    torch.jit.save(torch.jit.trace(m, torch.randn(2, 1, 8, 8)), path)
-    return path
+    return digits_torchscript(tmp_path / "models" / "teacher.ts")
 
 
 def invoke(*args: str):

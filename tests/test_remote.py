@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import FailEvery, digits_torchscript
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.responses import PlainTextResponse
-from torch import nn
 
 from undistill.config import ClientConfig, ExternalTeacherConfig
 from undistill.runs import get_dataset
@@ -37,11 +37,7 @@ FAST = ["optim.batch_size=32", "model.width=0.25"]
 
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    path = tmp_path / "teacher.ts"
-    torch.jit.save(torch.jit.trace(m, torch.randn(2, 1, 8, 8)), path)
-    return path
+    return digits_torchscript(tmp_path / "teacher.ts")
 
 
 def images(n: int, seed: int = 1) -> torch.Tensor:
@@ -91,19 +87,6 @@ class Count:
         await self.app(scope, receive, send)
 
 
-class FailEvery:
-    """ASGI middleware: every ``k``-th inference request gets 503."""
-
-    def __init__(self, app, k: int) -> None:
-        self.app, self.k, self.n = app, k, 0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].endswith("/infer"):
-            self.n += 1
-            if self.n % self.k == 0:
-                await PlainTextResponse("try again", status_code=503)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class Answers:
