@@ -74,7 +74,7 @@ def check_methods(methods: list[str]) -> None:
 def check_arguments(budget: int, curve_points: int, methods: list[str], epochs: int | None,
                     width: float, margin: float, device: str, client: dict[str, Any]) -> None:
     """A ConfigError naming the first bad argument of :func:`audit`, before any work."""
-    from undistill.engine import select_device
+    from undistill.devices import select_device
 
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -109,7 +109,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     ``package.module:function`` as its architecture (that code runs); ``client``: options of a
     URL teacher (:class:`~undistill.teachers.remote.RemoteTeacher`)."""
     from undistill.analysis import predict_logits
-    from undistill.engine import select_device
+    from undistill.devices import select_device
     from undistill.executor import LocalExecutor
     from undistill.progress import Reporter
     from undistill.runs import get_dataset, load_run_model

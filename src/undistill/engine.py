@@ -19,41 +19,40 @@ here is the same for one process or many.
 
 No host-device synchronisation happens inside the step loop except for the live progress line
 (every 20 steps, only when a live progress bar is shown); the epoch's sums are read once at its end.
+
+The loop's parts live next to it: one step and one evaluation pass in :mod:`undistill.steps`, the
+run's optimizers in :mod:`undistill.extra_optimizers`, the last checkpoint and resuming from it in
+:mod:`undistill.resume`, the device in :mod:`undistill.devices` and the result in
+:mod:`undistill.run_result`; their names are importable from here as before.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from undistill.checkpoint import (
-    CheckpointError,
-    atomic_write_json,
-    load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    prefixed,
-    save_checkpoint,
-    unprefixed,
-)
-from undistill.config import ConfigError, RunConfig, Runtime
+from undistill.checkpoint import atomic_write_json, prefixed, save_checkpoint
+from undistill.config import RunConfig, Runtime
 from undistill.data import DeviceLoader
 from undistill.data.loader import epoch_seed
+from undistill.devices import DEVICES, device_problem, select_device
 from undistill.distributed import DistContext, check_shardable, distributed_context, step_function
 from undistill.exceptions import UndistillError
+from undistill.extra_optimizers import ExtraOptimizer, make_optimizers
 from undistill.methods import METHODS, Method
-from undistill.optim import OptimConfig, learning_rate, make_optimizer
+from undistill.optim import learning_rate
 from undistill.precision import ComputePath
-from undistill.precision import resolve as resolve_compute_path
 from undistill.progress import Reporter
+from undistill.resume import Progress as _Progress
+from undistill.resume import last_checkpoint, restore
+from undistill.resume import read_metrics as _read_metrics  # noqa: F401 (kept for callers)
+from undistill.run_result import RunResult
 from undistill.runs import (
     BEST,
     CONFIG,
@@ -68,188 +67,20 @@ from undistill.runs import (
     run_dir,
     transfer_limit,
 )
+from undistill.steps import EVAL_BATCH, evaluate, runtime_formats, train_step
+from undistill.steps import eval_sums as _eval_sums
 
-EVAL_BATCH = 512
 TIMING_KEYS = ("time_s", "images_per_s")
+
+__all__ = [  # the loop's own names and, for callers that import them from here, its parts'
+    "DEVICES", "EVAL_BATCH", "TIMING_KEYS", "ExtraOptimizer", "RunResult", "TrainingDiverged",
+    "build_method", "device_problem", "evaluate", "learning_rate", "make_optimizers",
+    "runtime_formats", "select_device", "train_run", "train_step",
+]
 
 
 class TrainingDiverged(UndistillError, RuntimeError):
     """A non-finite loss; the run's last good checkpoint is kept."""
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: str
-    best_acc: float
-    best_epoch: int
-    last_acc: float
-    epochs_run: int
-    status: str  # "complete" or "stopped_at_acc"
-    eval_split: str
-    wall_time_s: float
-    cached: bool = False
-    compute: str = ""  # the numeric path that trained it (undistill.precision); "" in older results
-
-
-DEVICES = "auto, cpu, cuda, cuda:N or mps"
-
-
-def device_problem(name: str) -> str | None:
-    """Why ``name`` cannot be used as a device on this machine (None: it can)."""
-    if name == "auto":
-        return None
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        return f"{name!r} is not a device; give {DEVICES}"
-    if dev.type == "cpu":
-        return None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            return f"{name} is not available on this machine (no CUDA device); give auto or cpu"
-        if dev.index is not None and dev.index >= n:
-            return f"{name} is not available on this machine (CUDA devices: cuda:0..cuda:{n - 1})"
-        return None
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return None if mps is not None and mps.is_available() else (
-            f"{name} is not available on this machine; give auto or cpu")
-    return f"{name!r}: devices of type {dev.type} are not supported; give {DEVICES}"
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """The torch device called ``name`` (``auto``: CUDA, else MPS, else the CPU); a name that is
-    not a device, or not one of this machine's, is a ConfigError."""
-    name = str(name)
-    if name != "auto":
-        if (problem := device_problem(name)) is not None:
-            raise ConfigError(f"device: {problem}")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-@dataclass
-class ExtraOptimizer:
-    """A method's own optimizer (see :meth:`Method.extra_optimizers`) and how its LR is set."""
-
-    optimizer: torch.optim.Optimizer
-    follows_schedule: bool
-    base_lrs: list[float]  # each param group's learning rate as built
-
-    def set_lr(self, factor: float) -> None:
-        """Scale the initial learning rates by the schedule's factor (when it follows it)."""
-        if self.follows_schedule:
-            for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-                group["lr"] = base * factor
-
-
-def make_optimizers(cfg: OptimConfig, method: Method
-                    ) -> tuple[torch.optim.Optimizer, dict[str, ExtraOptimizer]]:
-    """The run's optimizer over the method's trainable parameters that no extra optimizer claims,
-    and the method's extra optimizers (each parameter in at most one optimizer)."""
-    owned = {id(p) for p in method.parameters()}
-    claimed: set[int] = set()
-    extras: dict[str, ExtraOptimizer] = {}
-    for name, (opt, follows) in method.extra_optimizers(cfg).items():
-        if not name.isidentifier():
-            raise ValueError(f"{type(method).__name__}: extra optimizer name {name!r} must be an "
-                             f"identifier (it names checkpoint entries optim.<name>.*)")
-        for group in opt.param_groups:
-            for p in group["params"]:
-                if id(p) not in owned:
-                    raise ValueError(f"{type(method).__name__}: extra optimizer {name!r} holds a "
-                                     f"parameter that is not the method's (it would not be saved)")
-                if id(p) in claimed:
-                    raise ValueError(f"{type(method).__name__}: a parameter is in two extra "
-                                     f"optimizers")
-                claimed.add(id(p))
-        extras[name] = ExtraOptimizer(opt, bool(follows), [g["lr"] for g in opt.param_groups])
-    main = [p for p in method.parameters() if p.requires_grad and id(p) not in claimed]
-    if not main:
-        raise ValueError(f"{type(method).__name__}: no trainable parameter is left for the run's "
-                         f"optimizer")
-    return make_optimizer(cfg, main), extras
-
-
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    if bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def runtime_formats(runtime: Runtime, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels_last) for this runtime on this device (see :mod:`undistill.precision`)."""
-    path = resolve_compute_path(runtime, device)
-    return path.bf16, path.channels_last
-
-
-def train_step(step_fn: Any, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-               x: torch.Tensor, y: torch.Tensor, *, device: torch.device, bf16: bool,
-               labels: bool = True, loss_scale: float = 1.0
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """One optimisation step: forward (under bf16 autocast if asked), summed losses, backward, step.
-
-    ``step_fn(images, labels_or_None)`` returns ``(logits, {name: loss})`` (a method's
-    ``forward_train``, or a DDP adapter around it). ``loss_scale`` multiplies the loss before
-    backward only (a rank's share of a global batch); the returned loss is unscaled. Returns
-    ``(logits, losses, loss)``; nothing here waits for the device. ``optimizer`` may be several
-    (the run's and a method's extra ones): all are zeroed, one backward, all are stepped.
-    """
-    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
-    with _autocast(device, bf16):
-        logits, losses = step_fn(x, y if labels else None)
-        loss = torch.stack([v.float() for v in losses.values()]).sum()
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    (loss if loss_scale == 1.0 else loss * loss_scale).backward()
-    for opt in optimizers:
-        opt.step()
-    return logits, losses, loss
-
-
-def _eval_sums(predict: Any, loader: DeviceLoader, device: torch.device, bf16: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    total = 0
-    with torch.no_grad():
-        for x, y in loader.epoch(0):
-            with _autocast(device, bf16):
-                logits = predict(x).float()
-            correct += (logits.argmax(1) == y).sum()
-            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
-            total += y.numel()
-    return correct, loss_sum, total
-
-
-def evaluate(predict: Any, loader: DeviceLoader, device: torch.device, bf16: bool = False
-             ) -> tuple[float, float]:
-    """Accuracy (%) = correct / total over the whole split, and the mean cross-entropy."""
-    correct, loss_sum, total = _eval_sums(predict, loader, device, bf16)
-    return 100.0 * correct.item() / max(total, 1), loss_sum.item() / max(total, 1)
-
-
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    """The metrics rows up to ``upto_epoch``; a torn last line (a kill mid-append) is dropped."""
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # rewritten without it before training goes on
-            raise CheckpointError(f"{path}:{number} is not a JSON line; delete the run folder "
-                                  f"{path.parent} to train it afresh") from None
-    return [r for r in rows if r["epoch"] <= upto_epoch]
 
 
 def build_method(cfg: RunConfig, runtime: Runtime, device: torch.device) -> tuple[Method, Any]:
@@ -292,16 +123,6 @@ class _Session:
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer, *(e.optimizer for e in self.extras.values())]
-
-
-@dataclass
-class _Progress:
-    """Where a run stands: the first epoch to train, the best so far and the metrics history."""
-
-    start: int = 0
-    best_acc: float = -1.0
-    best_epoch: int = -1
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_run(cfg: RunConfig, runtime: Runtime | None = None,
@@ -390,25 +211,12 @@ def _start(cfg: RunConfig, runtime: Runtime, reporter: Reporter, out: Path) -> _
 def _resume(s: _Session) -> _Progress:
     """Load the last checkpoint if there is one (weights, every optimizer, best so far, metrics)."""
     progress = _Progress()
-    cfg, out = s.cfg, s.out
-    if (out / LAST).exists():
-        tensors, meta = load_checkpoint(out / LAST, device="cpu")
-        if meta.get("run_id") != cfg.run_id:
-            raise CheckpointError(f"{out / LAST} belongs to run {meta.get('run_id')}, "
-                                  f"not {cfg.run_id}")
-        s.method.load_state_dict(unprefixed(tensors, "method."))
-        on_device = {k: v.to(s.device) for k, v in tensors.items()}
-        optimizer_from_flat(s.optimizer, on_device, meta["optim"])
-        for name, extra in s.extras.items():
-            if name not in meta.get("optim_extra", {}):
-                raise CheckpointError(f"{out / LAST} has no state for the method's optimizer {name!r}")
-            optimizer_from_flat(extra.optimizer, on_device, meta["optim_extra"][name], f"optim.{name}.")
-        progress = _Progress(meta["epoch"] + 1, meta["best_acc"], meta["best_epoch"],
-                             _read_metrics(out / METRICS, meta["epoch"]))
-        s.reporter.message(f"resuming {cfg.run_id} after epoch {meta['epoch'] + 1}")
+    if (s.out / LAST).exists():
+        progress = restore(s.out, s.cfg.run_id, s.method, s.optimizer, s.extras, s.device)
+        s.reporter.message(f"resuming {s.cfg.run_id} after epoch {progress.start}")
     s.ddp.barrier(s.device)  # every rank has read the checkpoint and metrics before rank 0 rewrites them
     if s.ddp.main:
-        (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in progress.history))
+        (s.out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in progress.history))
     return progress
 
 
@@ -484,16 +292,8 @@ def _save_epoch(s: _Session, progress: _Progress, record: dict[str, Any], improv
                                             "metrics": record})
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
-    opt_tensors, opt_rest = optimizer_to_flat(s.optimizer)
-    last_meta = {"run_id": cfg.run_id, "epoch": record["epoch"], "best_acc": progress.best_acc,
-                 "best_epoch": progress.best_epoch, "optim": opt_rest, "metrics": record}
-    if s.extras:
-        last_meta["optim_extra"] = {}
-        for name, extra in s.extras.items():
-            t, rest = optimizer_to_flat(extra.optimizer, f"optim.{name}.")
-            opt_tensors.update(t)
-            last_meta["optim_extra"][name] = rest
-    save_checkpoint(out / LAST, {**state, **opt_tensors}, last_meta)
+    save_checkpoint(out / LAST, *last_checkpoint(cfg.run_id, state, s.optimizer, s.extras, progress,
+                                                  record))
 
 
 def _finish(s: _Session, progress: _Progress, status: str) -> RunResult:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from undistill.config import ConfigError, RunConfig, Runtime, load_config
-from undistill.engine import RunResult
+from undistill.run_result import RunResult
 
 TeacherRef = Path | str | RunConfig
 
@@ -96,9 +96,10 @@ def evaluate(run: Path | str, which: str = "auto", runs_dir: Path | None = None,
     a validation split, else last) on its evaluation split: ``{run_id, checkpoint, split,
     accuracy, loss, samples}``."""
     from undistill.data import DeviceLoader
-    from undistill.engine import EVAL_BATCH, select_device
-    from undistill.engine import evaluate as evaluate_loader
+    from undistill.devices import select_device
     from undistill.runs import data_views, load_run_model
+    from undistill.steps import EVAL_BATCH
+    from undistill.steps import evaluate as evaluate_loader
 
     if which not in ("auto", "best", "last"):
         raise ConfigError("--which must be auto, best or last")

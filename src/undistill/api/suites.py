@@ -122,7 +122,7 @@ def analyze(runs: Sequence[Path], reference: Path, *, out_dir: Path = Path("anal
             tsne: bool = True) -> dict[str, Any]:
     """KL to the normal teacher, output statistics and Fig. 1, 2 and 5 for trained runs;
     writes analysis.json and the PNGs to ``out_dir`` and returns the JSON document."""
-    from undistill.engine import select_device
+    from undistill.devices import select_device
     from undistill.figures import write_analysis
 
     _check_samples(samples, examples)
@@ -134,7 +134,7 @@ def report(results: Path, *, runs_dir: Path = Path("runs"), suite: str | None = 
            html: bool = False, figures: bool = True, samples: int = 1000, examples: int = 4,
            seed: int = 0, data_root: Path | None = None, device: str = "auto") -> Path:
     """Write report.md (and report.html) of a finished suite's results directory; returns its path."""
-    from undistill.engine import select_device
+    from undistill.devices import select_device
     from undistill.report import write_report
 
     _check_samples(samples, examples)

@@ -17,7 +17,7 @@ from typing import Any
 
 from undistill.audit import DEFAULT_METHODS
 from undistill.config import ConfigError, Runtime
-from undistill.engine import RunResult
+from undistill.run_result import RunResult
 
 
 def serve(teacher: str, *, host: str = "127.0.0.1", port: int = 8000, name: str = "model",
@@ -73,7 +73,7 @@ def inspect(teacher: str, dataset: str, *, reference: str | None = None,
     """Accuracy, softmax peaks, entropy and max probability of any teacher on ``dataset``'s test
     split; with a ``reference`` teacher (e.g. the normal one) also the KL to it at each of
     ``temperatures`` (``kl_T1``, ...) and the top-1 ``agreement``."""
-    from undistill.engine import select_device
+    from undistill.devices import select_device
     from undistill.runs import get_dataset
     from undistill.stealing import open_teacher
     from undistill.teachers.measure import measure

@@ -52,7 +52,7 @@ def one_of(*values: str) -> Rule:
 
 
 def known_device(name: str) -> str | None:
-    from undistill.engine import device_problem
+    from undistill.devices import device_problem
 
     return device_problem(name)
 

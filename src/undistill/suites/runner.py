@@ -16,10 +16,11 @@ from undistill.analysis import kl_per_sample, kl_to_reference, predict_logits, t
 from undistill.checkpoint import atomic_write_bytes, atomic_write_json
 from undistill.config import RunConfig, Runtime
 from undistill.data import DatasetError
-from undistill.engine import RunResult, select_device
+from undistill.devices import select_device
 from undistill.executor import Executor, LocalExecutor
 from undistill.labels import series_label
 from undistill.methods import Ensemble
+from undistill.run_result import RunResult
 from undistill.runs import bind_data, data_views, is_done, load_run_model
 from undistill.stats import mean_ci
 from undistill.suites.claims import headline, paper_claims, preflight
