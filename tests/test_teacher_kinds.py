@@ -108,9 +108,9 @@ def test_an_unregistered_kind_is_refused_by_a_config() -> None:
 
 
 def test_the_builtin_kinds_and_their_traits(tmp_path: Path) -> None:
-    assert {"torchscript", "export", "onnx", "state_dict", "run", "url", "module"} <= set(KINDS)
-    assert config_kinds() == ["export", "onnx", "state_dict", "torchscript", "url"]
-    assert [k for k in KINDS if is_remote(k)] == ["url"]
+    assert {"torchscript", "export", "onnx", "state_dict", "run", "url", "v1", "module"} <= set(KINDS)
+    assert config_kinds() == ["export", "onnx", "state_dict", "torchscript", "url", "v1"]
+    assert [k for k in KINDS if is_remote(k)] == ["url", "v1"]
     assert KINDS["state_dict"].needs_arch and not KINDS["onnx"].needs_arch
     assert detect_kind("https://host/v2/models/m") == "url" and detect_kind(str(tmp_path)) == "run"
     with pytest.raises(TeacherError, match="no such model file"):

@@ -53,18 +53,24 @@ def _numbers(data: Any) -> list[int | float] | None:
     return data
 
 
+def load_json(body: bytes, source: str) -> Any:
+    """An answer's JSON document; NaN/Infinity literals, bad JSON and nesting too deep for the
+    parser are one-line TeacherErrors naming ``source``."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except _NonFinite:
+        raise TeacherError(f"{source}: the answer holds NaN or infinite values") from None
+    except (ValueError, TypeError, RecursionError):  # bad JSON or encoding, too deeply nested
+        raise TeacherError(f"{source}: the answer is not JSON: {_snippet(body)}") from None
+
+
 def parse_answer(body: bytes, n: int, num_classes: int | None, source: str) -> np.ndarray:
     """An Open Inference Protocol answer to ``n`` images -> float32 ``[n, C]`` (labels one-hot),
     ``C == num_classes`` when given. Anything else is a one-line TeacherError naming ``source``."""
     def fail(msg: str) -> TeacherError:
         return TeacherError(f"{source}: {msg}")
 
-    try:
-        doc = json.loads(body, parse_constant=_reject_constant)
-    except _NonFinite:
-        raise fail("the answer holds NaN or infinite values") from None
-    except (ValueError, TypeError, RecursionError):  # bad JSON or encoding, too deeply nested
-        raise fail(f"the answer is not JSON: {_snippet(body)}") from None
+    doc = load_json(body, source)
     outputs = doc.get("outputs") if isinstance(doc, dict) else None
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
         raise fail(f"the answer has no 'outputs' list (Open Inference Protocol): {_snippet(body)}")

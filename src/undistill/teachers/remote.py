@@ -186,6 +186,21 @@ class RemoteTeacher(Teacher):
         self._next_slot = 0.0
         self.sent = 0  # images answered by the server to this client (probe included)
 
+    # ---------------------------------------------------------------- the protocol
+    @property
+    def endpoint(self) -> str:
+        """Where a batch is POSTed (the Open Inference Protocol's ``{url}/infer``)."""
+        return f"{self.source}/infer"
+
+    def encode(self, x: np.ndarray) -> bytes:
+        """The request body for the images ``x`` ``[N, C, H, W]`` (float32)."""
+        return json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                       "data": x.reshape(-1).tolist()}]}).encode()
+
+    def decode(self, body: bytes, n: int) -> np.ndarray:
+        """An answer's body -> checked float32 ``[n, C]`` (:func:`parse_answer`)."""
+        return parse_answer(body, n, self.spec.num_classes, self.source)
+
     # ---------------------------------------------------------------- one request
     async def _wait_for_slot(self) -> None:
         if not self.rate:
@@ -203,7 +218,7 @@ class RemoteTeacher(Teacher):
         limit = self.max_answer_bytes or answer_limit(n, self.spec.num_classes)
         try:
             async with asyncio.timeout(self.timeout), self._http.stream(
-                    "POST", f"{self.source}/infer", content=payload,
+                    "POST", self.endpoint, content=payload,
                     headers={"Content-Type": "application/json"}) as r:
                 if r.status_code >= 400:
                     text, _ = await _read(r, 2048)
@@ -226,8 +241,7 @@ class RemoteTeacher(Teacher):
         """Ask about ``x``, retrying; each attempt that may reach the server is paid on ``meter``
         (``held``: the first attempt's images are reserved already)."""
         n = int(x.shape[0])
-        payload = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                                          "data": x.reshape(-1).tolist()}]}).encode()
+        payload = self.encode(x)
         paid = held  # a reservation held for the next attempt
         try:
             async for attempt in AsyncRetrying(
@@ -242,7 +256,7 @@ class RemoteTeacher(Teacher):
                     except _NOT_SENT:
                         meter.release(n)
                         raise
-                    out = parse_answer(body, n, self.spec.num_classes, self.source)
+                    out = self.decode(body, n)
         except RetryError as e:
             last = e.last_attempt.exception()
             raise TeacherError(f"{self.source}: no answer after {self.retries + 1} attempts "
@@ -272,7 +286,7 @@ class RemoteTeacher(Teacher):
         self.check_answer(t, 1)
         h = hashlib.sha256(self.source.encode())
         h.update(np.round(out.astype(np.float64), 4).astype(np.float32).tobytes())
-        self._digest = f"url:{h.hexdigest()[:24]}"
+        self._digest = f"{self.kind}:{h.hexdigest()[:24]}"
         return t
 
     async def _ask(self, arr: np.ndarray, chunks: list[list[int]], meter: Meter,
