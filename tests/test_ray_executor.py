@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 
+from undistill.api import make_executor
 from undistill.checkpoint import load_checkpoint
 from undistill.config import Runtime
-from undistill.executor import LocalExecutor, make_executor
+from undistill.executor import LocalExecutor
 from undistill.ray_executor import MARKER_DIR, RayExecutor, SharedDirError, check_marker
 from undistill.runs import run_dir
 from undistill.search import run_search

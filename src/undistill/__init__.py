@@ -7,12 +7,11 @@ submodules of the same name, so ``undistill.audit`` is the function (its module 
 ``sys.modules["undistill.audit"]``).
 """
 
-__version__ = "0.1.0"
-
 from undistill.api import steal  # noqa: E402
 from undistill.audit import audit  # noqa: E402
 from undistill.exceptions import UndistillError  # noqa: E402
 from undistill.serve import serve  # noqa: E402
 from undistill.teachers import Teacher, TeacherError  # noqa: E402
+from undistill.version import __version__  # noqa: E402
 
 __all__ = ["Teacher", "TeacherError", "UndistillError", "__version__", "audit", "serve", "steal"]

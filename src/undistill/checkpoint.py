@@ -21,7 +21,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors.torch import safe_open as _safe_open
 
-import undistill
 from undistill.exceptions import UndistillError
 
 META_KEY = "undistill"
@@ -139,7 +138,7 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
 @cache
 def code_version() -> str:
     """Package version plus the git commit of the source tree when there is one."""
-    version = undistill.__version__
+    from undistill.version import __version__ as version
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,

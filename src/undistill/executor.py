@@ -76,18 +76,3 @@ def ensure_trained(cfg: RunConfig, runtime: Runtime, reporter: Reporter | None =
 
 
 EXECUTORS = ("local", "ray")
-
-
-def make_executor(name: str = "local", address: str | None = None,
-                  reporter: Reporter | None = None) -> Executor:
-    """The executor called ``name``: ``local`` (this process) or ``ray`` (Ray tasks; ``address``
-    joins an existing cluster, none starts Ray locally). Needs the ``ray`` extra for ``ray``."""
-    if name not in EXECUTORS:
-        raise ValueError(f"executor: unknown {name!r}; known: {', '.join(EXECUTORS)}")
-    if name == "local":
-        if address is not None:
-            raise ValueError("address: only the ray executor joins a cluster (--executor ray)")
-        return LocalExecutor(reporter)
-    from undistill.ray_executor import RayExecutor
-
-    return RayExecutor(address, reporter=reporter)

@@ -11,15 +11,25 @@ from undistill.config import ConfigError, Runtime
 
 if TYPE_CHECKING:
     from undistill.executor import Executor
+    from undistill.progress import Reporter
     from undistill.suites import DryRun, Plan, SuiteSpec
 
 
-def make_executor(name: str = "local", address: str | None = None) -> Executor:
+def make_executor(name: str = "local", address: str | None = None,
+                  reporter: Reporter | None = None) -> Executor:
     """How runs are trained: ``local`` (one after another in this process) or ``ray`` (Ray tasks;
     ``address`` joins an existing cluster, none starts Ray here; needs ``undistill[ray]``)."""
-    from undistill.executor import make_executor as make
+    from undistill.executor import EXECUTORS, LocalExecutor
 
-    return make(name, address)
+    if name not in EXECUTORS:
+        raise ConfigError(f"executor: unknown {name!r}; known: {', '.join(EXECUTORS)}")
+    if name == "local":
+        if address is not None:
+            raise ConfigError("address: only the ray executor joins a cluster (--executor ray)")
+        return LocalExecutor(reporter)
+    from undistill.ray_executor import RayExecutor
+
+    return RayExecutor(address, reporter=reporter)
 
 
 def load_suite(suite: str | Path | SuiteSpec) -> SuiteSpec:
