@@ -232,9 +232,11 @@ def test_audit_cli_writes_json_report_and_curve(model_file: Path, tmp_path: Path
     doc = json.loads((out / "audit.json").read_text())
     assert 0 <= doc["teacher"]["accuracy"] <= 100
     assert [a["method"] for a in doc["attacks"]] == ["kd", "htc", "skeptical", "hard-label"]
-    assert all(set(a) >= {"method", "arch", "accuracy", "agreement", "queries"}
-               and a["queries"] == 32 for a in doc["attacks"])
-    assert [c["queries"] for c in doc["curve"]] == [16, 32]
+    assert all(set(a) >= {"method", "arch", "accuracy_mean", "accuracy_ci", "agreement_mean",
+                          "fraction_of_teacher", "seeds", "run_ids", "budget"}
+               and a["budget"] == 32 for a in doc["attacks"])
+    assert [(c["method"], c["budget"]) for c in doc["curve"]] == [
+        (m, b) for m in ["kd", "htc", "skeptical", "hard-label"] for b in (16, 32)]
     report = (out / "report.md").read_text()
     assert "Verdict:" in report and "| hard-label | cnn |" in report
     assert (out / "curve.png").stat().st_size > 1000

@@ -336,10 +336,12 @@ def test_audit_json_run_dirs_exist(tmp_path: Path, monkeypatch) -> None:
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "audit.json").read_text())
     entries = doc["attacks"] + doc["curve"]
-    assert [e["queries"] for e in entries] == [8, 4, 8]
+    assert [e["budget"] for e in entries] == [8, 4, 8]
     for e in entries:
-        assert (out / "runs" / e["run_id"] / "result.json").is_file(), e
-        assert Path(e["run_dir"]).resolve() == (out / "runs" / e["run_id"]).resolve()
+        assert len(e["run_ids"]) == len(e["run_dirs"]) == len(e["seeds"]) == 3, e
+        for run_id, folder in zip(e["run_ids"], e["run_dirs"], strict=True):
+            assert (out / "runs" / run_id / "result.json").is_file(), e
+            assert Path(folder).resolve() == (out / "runs" / run_id).resolve()
 
 
 def test_a_policy_the_model_cannot_serve_is_one_line(model_file: Path, tmp_path: Path) -> None:

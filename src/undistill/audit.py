@@ -2,26 +2,39 @@
 
 ``audit(teacher, dataset, arch, budget, out)`` runs KD, HTC, the Skeptical student and the
 hard-label attack (by default) against the teacher, each with ``budget`` images (one probe plus
-``budget - 1`` training images, no labels: the attacker only has the teacher's answers), plus an
-accuracy-vs-queries curve (the first method at several smaller budgets), and writes:
+``budget - 1`` training images, no labels: the attacker only has the teacher's answers), each at
+the budgets of an accuracy-vs-queries curve (``budget``, ``budget/2``, ...: ``curve_points`` of
+them), each trained for ``seeds`` seeds (``seed``, ``seed + 1``, ...: the run config's seed, so the
+students' initialisation and batch order differ while the transfer set -- the same paid images --
+does not: seeds cost no queries). It writes:
 
-* ``out/audit.json``: ``teacher`` (its accuracy on the test set, identity), ``attacks`` (a list of
-  ``{method, arch, accuracy, agreement, queries, run_id, run_dir}``; accuracy of the student's
-  *last* checkpoint on the test set, agreement = top-1 agreement with the teacher on the test set,
-  queries = images the attack may send, ``run_dir`` the student's run folder, named ``run_id``),
-  ``curve`` (the same per budget) and the ``verdict``;
-* ``out/report.md`` with the verdict, the table and the curve (``out/curve.png``).
+* ``out/audit.json``: ``teacher`` (``accuracy`` on the test set or None when not scored,
+  ``scored_with``, source, kind, identity), ``queries_total`` (every image sent to the teacher by
+  this call: the probe, the attacks' training images, scoring on the test split) and ``queries``
+  (``attacks``, ``scoring``, ``counted``: how), ``attacks`` (one entry per method at ``budget``),
+  ``curve`` (one entry per method and budget), ``plateau``, ``stealable``, ``verdict``; an entry
+  is :func:`undistill.audit_summary.summarise`'s ``{method, arch, budget, seeds, accuracy_mean,
+  accuracy_ci, accuracy_half_width, accuracy, agreement_mean, agreement_ci, agreement, fraction_of_teacher,
+  fraction_of_teacher_ci, run_ids, run_dirs}`` (percent, except the fractions; the run folders
+  exist, named by the run ids);
+* ``out/report.md`` with the verdict, the tables and the curve (``out/curve.png``, every attack).
 
 The smaller budgets' transfer sets are prefixes of the larger one's (one fixed permutation), and
-every answer goes through one answer cache, so the whole audit sends at most ``budget`` images to a
-URL teacher. Scoring the teacher on the test set is the owner's own evaluation: those queries are
-outside the budget (and cached too).
+every answer goes through one answer cache, so the attacks send at most ``budget`` images to a URL
+teacher. Scoring the teacher on the test set sends the test split too (counted in
+``queries_total``); ``score=False`` skips it (no teacher accuracy, agreement or fraction: the
+verdict is in absolute accuracy) and ``score_with`` scores a local copy of the model instead, so a
+paid API is charged the budget alone. ``queries_total`` of a URL teacher is its client's count of
+images the server answered; of any other teacher, one per distinct image asked (what a URL would
+have been sent through the cache).
 
-Verdict: *stealable* when the best attack's accuracy is within ``margin`` points (default 5) of the
-teacher's, else *not stolen at this budget*.
+Verdict: *stealable* when the best attack's (highest mean accuracy at ``budget``) mean accuracy is
+within ``margin`` points (default 5) of the teacher's, else *not stolen at this budget*; unknown
+(None) when the teacher is not scored.
 
-Every argument is checked before the teacher is opened (:func:`check_arguments`): a bad one is a
-ConfigError naming it, and nothing is queried, trained or written.
+Every argument is checked before the teacher is opened (:func:`check_arguments`, and the budget
+against the thief's pool: :func:`thief_pool`): a bad one is a ConfigError naming it, and nothing is
+queried, trained or written.
 """
 
 from __future__ import annotations
@@ -71,8 +84,13 @@ def check_methods(methods: list[str]) -> None:
             raise ConfigError(f"methods: {m!r} is given twice")
 
 
+def is_url(source: Any) -> bool:
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
 def check_arguments(budget: int, curve_points: int, methods: list[str], epochs: int | None,
-                    width: float, margin: float, device: str, client: dict[str, Any]) -> None:
+                    width: float, margin: float, device: str, client: dict[str, Any],
+                    seeds: int = 3, score: bool = True, score_with: Any = None) -> None:
     """A ConfigError naming the first bad argument of :func:`audit`, before any work."""
     from undistill.devices import select_device
 
@@ -82,13 +100,58 @@ def check_arguments(budget: int, curve_points: int, methods: list[str], epochs: 
 
     need(budget >= 2, f"budget: must be at least 2 (one image goes to the probe), got {budget}")
     need(curve_points >= 1, f"curve_points: must be at least 1, got {curve_points}")
+    need(seeds >= 1, f"seeds: must be at least 1, got {seeds}")
     need(epochs is None or epochs >= 1, f"epochs: must be at least 1, got {epochs}")
     need(0 < width <= 4, f"width: must be in (0, 4] (as a run config's), got {width}")
     need(margin >= 0, f"margin: must be at least 0 (accuracy points), got {margin}")
     check_methods(methods)
+    need(score or score_with is None, "score_with: a local copy scores the teacher, and "
+         "no-score skips scoring; give one of them")
+    need(not is_url(score_with), f"score_with: {score_with!r} is a URL; give a local copy of the "
+         f"model (a file or run directory), so that the API is charged the budget alone")
     need(client.get("api_key") != "", "api_key: empty; an empty key would send no "
          "credentials (give None for a teacher without authentication)")
     select_device(device)  # a ConfigError for a device this machine lacks
+
+
+def thief_pool(data: Any, data_root: Path | None) -> int:
+    """The training images an attacker may ask about: the training split of a run config's
+    ``data`` (after its validation split, classes and fraction), which the transfer set is drawn
+    from."""
+    from undistill.runs import data_views
+
+    return int(data_views(data, data_root).train_labels.numel())
+
+
+def check_pool(budget: int, pool: int, dataset: str, name: str = "budget") -> None:
+    """A ConfigError (naming ``name``) when ``budget`` (probe included) asks for more images than
+    the pool holds."""
+    if budget - 1 > pool:
+        raise ConfigError(f"{name}: {budget} is above the thief's pool: the {dataset} training "
+                          f"split holds {pool} images (with the probe, at most {pool + 1} "
+                          f"queries)")
+
+
+def check_budget(budget: int, dataset: str, sets: list[str] | None = None,
+                 data_root: Path | None = None, name: str = "budget") -> None:
+    """:func:`check_pool` for a file or URL teacher, before it is opened: the pool of ``dataset``'s
+    training split under the ``data.`` overrides of ``sets``."""
+    check_pool(budget, thief_pool(_base_data(dataset, sets), data_root), dataset, name)
+
+
+def _base_data(dataset: str, sets: list[str] | None) -> Any:
+    """The data config of a student of a file or URL teacher (the ``data.`` overrides of ``sets``
+    applied), before any teacher is opened."""
+    from pydantic import ValidationError
+
+    from undistill.config import DataConfig, apply_overrides
+
+    d = apply_overrides({"data": {"name": dataset}},
+                        [s for s in sets or [] if s.strip().startswith("data.")])
+    try:
+        return DataConfig(**d["data"])
+    except ValidationError as e:
+        raise ConfigError(f"--set data.*: {e.errors()[0]['msg']}") from None
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -98,117 +161,122 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget: int = 1000,
           out: Path = Path("audit"), *, data_root: Path | None = None,
           methods: tuple[str, ...] | list[str] = DEFAULT_METHODS, curve_points: int = 4,
-          epochs: int | None = None, width: float = 1.0, seed: int = 0,
+          epochs: int | None = None, width: float = 1.0, seed: int = 0, seeds: int = 3,
+          score: bool = True, score_with: str | Path | None = None,
           sets: list[str] | None = None, margin: float = 5.0, device: str = "auto",
           progress: bool = False, runs_dir: Path | None = None,
           spec: InputSpec | dict[str, Any] | None = None, teacher_arch: str | None = None,
           teacher_width: float = 1.0, trust_factory: bool = False, **client: Any) -> dict[str, Any]:
     """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``.
 
-    ``trust_factory``: a YAML file beside a state_dict may name a factory
+    ``seeds``: students per attack and budget (seeds ``seed`` .. ``seed + seeds - 1``);
+    ``score``: score the teacher on the test set (False: teacher accuracy, agreement and fractions
+    unknown); ``score_with``: a local copy of the model (file or run directory) scored instead of
+    the queried teacher; ``trust_factory``: a YAML file beside a state_dict may name a factory
     ``package.module:function`` as its architecture (that code runs); ``client``: options of a
     URL teacher (:class:`~undistill.teachers.remote.RemoteTeacher`)."""
     from undistill.analysis import predict_logits
+    from undistill.audit_summary import plateau, summarise, verdict_text, write_report
     from undistill.devices import select_device
     from undistill.executor import LocalExecutor
     from undistill.progress import Reporter
     from undistill.runs import get_dataset, load_run_model
     from undistill.stealing import open_teacher, opener_for, student_config
+    from undistill.teachers.kinds.run import RunTeacher
     from undistill.teachers.measure import test_logits
 
     out = Path(out)
     runs_dir = Path(runs_dir or out / "runs")
     methods = list(methods)
-    check_arguments(budget, curve_points, methods, epochs, width, margin, device, client)
+    check_arguments(budget, curve_points, methods, epochs, width, margin, device, client,
+                    seeds=seeds, score=score, score_with=score_with)
+    check_budget(budget, dataset, sets, data_root)
+    sent_before = getattr(teacher, "sent", 0) if isinstance(teacher, Teacher) else 0
     opener = opener_for(runs_dir, budget, data_root, trust_factory, **client)
     t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
                      budget=budget, opener=opener)
+    copy = None
+    if score_with is not None:  # opened (and probed) before any training: a bad copy fails fast
+        copy = open_teacher(score_with, dataset, data_root, runs_dir, spec, teacher_arch,
+                            teacher_width, opener=opener_for(runs_dir, None, data_root,
+                                                             trust_factory))
     ds = get_dataset(dataset, data_root)
     budgets = curve_budgets(budget, curve_points)
-    curve_method = methods[0]
-    plans: dict[tuple[str, int], Any] = {}
-    for m in methods:
-        plans[(m, budget)] = student_config(t, dataset, arch, m, budget, width, labels=False,
-                                            epochs=epochs, params=label_free(m),
-                                            seed=seed, sets=sets,
-                                            name=f"audit {m} {arch} @{budget}")
-    for b in budgets:
-        plans.setdefault((curve_method, b), student_config(
-            t, dataset, arch, curve_method, b, width, labels=False, epochs=epochs,
-            params=label_free(curve_method), seed=seed,
-            sets=sets, name=f"audit {curve_method} {arch} @{b}"))
+    seed_list = list(range(seed, seed + seeds))
+    plans: dict[tuple[str, int, int], Any] = {
+        (m, b, s): student_config(t, dataset, arch, m, b, width, labels=False, epochs=epochs,
+                                  params=label_free(m), seed=s, sets=sets,
+                                  name=f"audit {m} {arch} @{b} seed {s}")
+        for m in methods for b in budgets for s in seed_list}
+    first = plans[(methods[0], budget, seed)]
+    pool = thief_pool(first.data, data_root)  # a run teacher's students inherit its data
+    check_pool(budget, pool, dataset)
     runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress,
                       opener=opener)
     # the largest budget first: smaller transfer sets are its prefixes, answered from the cache
-    order = sorted(plans, key=lambda k: -k[1])
+    order = sorted(plans, key=lambda k: (-k[1], methods.index(k[0]), k[2]))
     results = LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
 
-    def where(cfg: Any) -> dict[str, str]:  # the folder the run was trained in (data bound)
-        res = results[cfg.run_id]
-        return {"run_id": res.run_id, "run_dir": str(res.run_dir)}
-
     dev = select_device(device)
-    t_logits = test_logits(t.unbudgeted(), ds, dev)  # the owner's evaluation: outside the budget
+    sent_attacks = getattr(t, "sent", None)
+    scorer = copy if copy is not None else t.unbudgeted() if score else None
+    t_logits = test_logits(scorer, ds, dev) if scorer is not None else None
     labels = ds.test_labels
-    t_acc = 100.0 * (t_logits.argmax(1) == labels).float().mean().item()
+    t_acc = (None if t_logits is None else
+             100.0 * (t_logits.argmax(1) == labels).float().mean().item())
+    queries = _queries(t, sent_before, sent_attacks, budget, pool,
+                       probed=t.find(RunTeacher) is None,
+                       scored=0 if copy is not None or not score else int(labels.numel()))
 
-    def score(cfg: Any) -> tuple[float, float]:
+    def score_run(cfg: Any) -> tuple[float, float | None]:
         model = load_run_model(cfg, runs_dir, data_root, which="last", device=dev)
         with torch.no_grad():
             s = predict_logits(model, ds.test_images, ds.mean, ds.std, device=dev)
-        return 100.0 * (s.argmax(1) == labels).float().mean().item(), _agreement(s, t_logits)
+        acc = 100.0 * (s.argmax(1) == labels).float().mean().item()
+        return acc, None if t_logits is None else _agreement(s, t_logits)
 
-    attacks = []
-    for m in methods:
-        acc, agr = score(plans[(m, budget)])
-        attacks.append({"method": m, "arch": arch, "accuracy": acc, "agreement": agr,
-                        "queries": budget, **where(plans[(m, budget)])})
     curve = []
-    for b in budgets:
-        acc, agr = score(plans[(curve_method, b)])
-        curve.append({"method": curve_method, "queries": b, "accuracy": acc, "agreement": agr,
-                      **where(plans[(curve_method, b)])})
-    best = max(attacks, key=lambda a: a["accuracy"])
-    stolen = best["accuracy"] >= t_acc - margin
-    verdict = (f"stealable: with {budget} queries, {best['method']} reaches "
-               f"{best['accuracy']:.2f}% (teacher {t_acc:.2f}%, {best['agreement']:.1f}% "
-               f"agreement)" if stolen else
-               f"not stolen at {budget} queries: the best attack ({best['method']}) reaches "
-               f"{best['accuracy']:.2f}% against the teacher's {t_acc:.2f}% "
-               f"(more than {margin:g} points below)")
-    doc = {"teacher": {"accuracy": t_acc, **t.describe()}, "dataset": dataset, "budget": budget,
-           "split": "test", "attacks": attacks, "curve": curve, "stealable": stolen,
-           "margin": margin, "verdict": verdict}
+    for m in methods:
+        for b in budgets:
+            cfgs = [plans[(m, b, s)] for s in seed_list]
+            scores = [score_run(c) for c in cfgs]
+            done = [results[c.run_id] for c in cfgs]
+            curve.append(summarise(
+                m, arch, b, seed_list, [a for a, _ in scores],
+                None if t_logits is None else [g for _, g in scores], t_acc,
+                [r.run_id for r in done], [str(r.run_dir) for r in done]))
+    attacks = [c for c in curve if c["budget"] == budget]
+    best = max(attacks, key=lambda a: a["accuracy_mean"])
+    stolen = None if t_acc is None else best["accuracy_mean"] >= t_acc - margin
+    doc = {"teacher": {**t.describe(), "accuracy": t_acc,
+                       "scored_with": None if score_with is None else str(score_with)},
+           "dataset": dataset, "budget": budget, "split": "test", "seeds": seed_list,
+           "queries_total": queries["total"], "queries": {k: v for k, v in queries.items()
+                                                          if k != "total"},
+           "attacks": attacks, "curve": curve, "defences": [], "best": best["method"],
+           "plateau": plateau([c for c in curve if c["method"] == best["method"]]),
+           "stealable": stolen, "margin": margin,
+           "verdict": verdict_text(best, t_acc, stolen, margin)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "audit.json", doc)
-    _report(doc, out)
+    write_report(doc, out)
     return doc
 
 
-def _report(doc: dict[str, Any], out: Path) -> None:
-    from undistill.plots import line_plot
-
-    curve = doc["curve"]
-    line_plot([c["queries"] for c in curve],
-              {f"{curve[0]['method']} student": [c["accuracy"] for c in curve],
-               "teacher": [doc["teacher"]["accuracy"]] * len(curve)},
-              "queries (images sent to the teacher)", "test accuracy (%)",
-              f"accuracy vs queries on {doc['dataset']}", out / "curve.png", logx=True)
-    lines = ["# Audit: can this model be stolen?", "",
-             f"Teacher `{doc['teacher']['source']}` ({doc['teacher']['kind']}, identity "
-             f"`{doc['teacher']['identity']}`): {doc['teacher']['accuracy']:.2f}% on the "
-             f"{doc['dataset']} test set.", "",
-             f"**Verdict: {doc['verdict']}.**", "",
-             "| attack | student | accuracy (%) | agreement with teacher (%) | queries |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {a['method']} | {a['arch']} | {a['accuracy']:.2f} | {a['agreement']:.2f} | "
-              f"{a['queries']} |" for a in doc["attacks"]]
-    lines += ["", f"## Accuracy vs queries ({curve[0]['method']})", "",
-              "| queries | accuracy (%) | agreement (%) |", "|---|---|---|"]
-    lines += [f"| {c['queries']} | {c['accuracy']:.2f} | {c['agreement']:.2f} |" for c in curve]
-    lines += ["", "![accuracy vs queries](curve.png)", "",
-              "Accuracy: the student's last checkpoint on the test set; agreement: top-1 agreement "
-              "with the teacher on the test set; queries: images the attack may send (one probe "
-              "plus its training images). Students learn from the teacher's answers only (no "
-              "labels).", ""]
-    (out / "report.md").write_text("\n".join(lines))
+def _queries(t: Teacher, sent_before: int, sent_attacks: int | None, budget: int, pool: int,
+             probed: bool, scored: int) -> dict[str, Any]:
+    """Images sent to the teacher: ``attacks`` (probe and training images), ``scoring`` (the test
+    split, when the teacher itself is scored) and their ``total``. A URL teacher's are its
+    client's count of images the server answered (``t.sent``, before and after scoring); any
+    other teacher's are one per distinct image (the probe, the largest transfer set, the test
+    split): what a URL would have been sent through the answer cache."""
+    sent_total = getattr(t, "sent", None)
+    if sent_attacks is not None and sent_total is not None:
+        attacks = sent_attacks - sent_before
+        return {"total": sent_total - sent_before, "attacks": attacks,
+                "scoring": sent_total - sent_attacks,
+                "counted": "images the server answered to this audit (answers already in the "
+                           "cache are not sent again)"}
+    attacks = int(probed) + min(budget - 1, pool)
+    return {"total": attacks + scored, "attacks": attacks, "scoring": scored,
+            "counted": "one per distinct image asked (probe, transfer set, test split)"}

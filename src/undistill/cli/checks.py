@@ -91,6 +91,14 @@ def attacks_problem(methods: str) -> str | None:
     return None
 
 
+def local_copy_problem(source: str) -> str | None:
+    """What is wrong with ``audit --score-with`` (a local copy of the model, not a URL)."""
+    if source.startswith(("http://", "https://")):
+        return (f"{source!r} is a URL; give a local copy of the model (a file or run directory), "
+                f"so that the audited API is charged the budget alone")
+    return None
+
+
 def split_methods(methods: str) -> list[str]:
     return [m.strip() for m in methods.split(",") if m.strip()]
 
@@ -124,7 +132,7 @@ RULES: dict[str, Rule] = {
     "request_batch": at_least(1), "api_key_env": api_key_problem,
     # attacks and audits
     "budget": at_least(2), "curve_points": at_least(1), "temperature": above(0),
-    "methods": attacks_problem,
+    "methods": attacks_problem, "seeds": at_least(1), "score_with": local_copy_problem,
     # input conventions of a teacher
     "input_size": at_least(1), "input_channels": at_least(1), "num_classes": at_least(2),
     "teacher_width": between(0, 4, open_lo=True), "teacher": url_problem, "reference": url_problem,

@@ -103,8 +103,8 @@ def audit(
     teacher: TeacherSource,
     dataset: Annotated[str, typer.Option(help="dataset the attacks draw their queries from")],
     arch: StudentArch = "cnn",
-    budget: Annotated[int, typer.Option(help="images each attack may send (probe included)")
-                      ] = 1000,
+    budget: Annotated[int, typer.Option(help="images each attack may send (probe included); at "
+                                        "most the training split plus one")] = 1000,
     out_dir: Annotated[Path, typer.Option("--out", help="where audit.json and report.md go")
                        ] = Path("audit"),
     runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where the students and "
@@ -114,6 +114,16 @@ def audit(
                        ] = "kd,htc,skeptical,hard-label",
     curve_points: Annotated[int, typer.Option(help="budgets on the accuracy-vs-queries curve")
                             ] = 4,
+    seeds: Annotated[int, typer.Option(help="students per attack and budget (seeds SEED.."
+                                       "SEED+N-1): mean and 95% interval; no extra queries")
+                     ] = 3,
+    score: Annotated[bool, typer.Option("--score/--no-score", help="score the teacher on the "
+                                        "test set (--no-score: its accuracy stays unknown and "
+                                        "it is sent the budget alone)")] = True,
+    score_with: Annotated[str | None, typer.Option(
+        "--score-with", help="score this local copy of the model (a file or run directory) "
+                             "instead of the audited teacher, which is then sent the budget "
+                             "alone")] = None,
     epochs: StudentEpochs = None,
     width: StudentWidth = 1.0,
     seed: int = 0,
@@ -127,14 +137,40 @@ def audit(
     progress: Progress = True,
 ) -> None:
     """Can this model be stolen? KD, HTC, Skeptical and hard-label attacks at a query budget."""
+    from undistill.audit import check_budget
+    from undistill.config import ConfigError
+
+    if score_with is not None and not score:
+        raise ConfigError("--score-with: a local copy scores the teacher and --no-score skips "
+                          "scoring; give one of them")
+    check_budget(budget, dataset, sets, data_root, name="--budget")  # before the teacher opens
     doc = api.audit(teacher, dataset, arch=arch, budget=budget, out_dir=out_dir, runs_dir=runs_dir,
                     methods=split_methods(methods), curve_points=curve_points, epochs=epochs,
-                    width=width, seed=seed, sets=sets, data_root=data_root, device=device,
-                    progress=progress, spec=spec, **model, **client)
-    out.print(f"teacher: {doc['teacher']['accuracy']:.2f}%", markup=False)
+                    width=width, seed=seed, seeds=seeds, score=score, score_with=score_with,
+                    sets=sets, data_root=data_root, device=device, progress=progress, spec=spec,
+                    **model, **client)
+    acc = doc["teacher"]["accuracy"]
+    t_line = "not scored (--no-score)" if acc is None else f"{acc:.2f}% on the test set"
+    if doc["teacher"]["scored_with"]:
+        t_line += f" (scored with the local copy {doc['teacher']['scored_with']})"
+    out.print(f"teacher: {t_line}", markup=False)
     for a in doc["attacks"]:
-        out.print(f"{a['method']:>10} {a['arch']}: {a['accuracy']:.2f}% accuracy, "
-                  f"{a['agreement']:.2f}% agreement, {a['queries']} queries", markup=False)
+        out.print(f"{a['method']:>10} {a['arch']} @{a['budget']}: accuracy "
+                  f"{_interval(a['accuracy_mean'], a['accuracy_ci'])}, agreement "
+                  f"{_interval(a['agreement_mean'], a['agreement_ci'])}, "
+                  f"{_interval(a['fraction_of_teacher'], a['fraction_of_teacher_ci'], 100)} of the "
+                  f"teacher, over {len(a['seeds'])} seed(s)", markup=False)
+    q = doc["queries"]
+    out.print(f"queries sent to the teacher: {doc['queries_total']} ({q['attacks']} by the attacks, "
+              f"{q['scoring']} to score it)", markup=False)
     out.print(f"verdict: {doc['verdict']}", markup=False)
     out.print(f"written: {out_dir}/audit.json, {out_dir}/report.md, {out_dir}/curve.png",
               markup=False)
+
+
+def _interval(mean: float | None, ci: list[float] | None, scale: float = 1.0) -> str:
+    """``84.20% [82.10, 86.30]``, ``84.20%`` (one seed) or ``n/a`` (teacher not scored)."""
+    if mean is None:
+        return "n/a"
+    text = f"{mean * scale:.2f}%"
+    return text if ci is None else f"{text} [{ci[0] * scale:.2f}, {ci[1] * scale:.2f}]"
