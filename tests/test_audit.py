@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from undistill import errors
 from undistill.audit import audit
+from undistill.audit_defences import defence_entry, ece, parse_defences, welch_interval
 from undistill.audit_summary import plateau, summarise, verdict_text
 from undistill.cli import app
 from undistill.config import ConfigError
@@ -131,6 +132,11 @@ def test_queries_total_is_what_the_server_received(scoring: str, model_file: Pat
     (["--seeds", "0"], ["--seeds", "at least 1"]),
     (["--score-with", "http://127.0.0.1:9/v2/models/m"], ["--score-with", "URL", "local copy"]),
     (["--no-score", "--score-with", "x.ts"], ["--score-with", "--no-score"]),
+    (["--defence", "{name: nope}"], ["--defence", "unknown defence 'nope'"]),
+    (["--defence", "{name: topk, params: {k: 11}}"], ["--defence", "k", "10 classes"]),
+    (["--defence", "{name: topk, params: {k: 0}}"], ["--defence", "params.k"]),
+    (["--defence", "{name: topk"], ["--defence", "YAML"]),
+    (["--defence", "labels", "--defence", "labels"], ["--defence", "labels", "twice"]),
 ])
 def test_bad_audit_input_is_one_line_and_nothing_is_done(args: list[str], words: list[str],
                                                          model_file: Path, tmp_path: Path,
@@ -197,3 +203,102 @@ def test_verdict_names_the_attack_its_interval_and_fraction() -> None:
     assert blind["fraction_of_teacher"] is None and blind["agreement_mean"] is None
     text = verdict_text(blind, None, None, 5.0)
     assert text.startswith("with 5,000 queries a thief reaches 85.0% [") and "not scored" in text
+
+
+# ------------------------------------------------------------------ defences on the own model
+def test_defences_give_utility_against_protection_with_intervals(model_file: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    r = invoke("audit", model_file, "--dataset", "digits", "--budget", 32, "--methods",
+               "kd,hard-label", "--curve-points", 1, "--seeds", 2, "--out", out, *TINY,
+               "--defence", "none", "--defence", "labels",
+               "--defence", "{name: topk, params: {k: 2}}")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "audit.json").read_text())
+    rows = doc["defences"]
+    assert [e["label"] for e in rows] == ["none", "labels", "topk(k=2)"]
+    assert [e["defence"] for e in rows] == [None, {"name": "labels", "params": {}},
+                                            {"name": "topk", "params": {"k": 2}}]
+    t_acc, best = doc["teacher"]["accuracy"], max(doc["attacks"], key=lambda a: a["accuracy_mean"])
+    none, labels, topk = rows
+    assert none["attacks"] == doc["attacks"] and none["protection_mean"] == 0.0
+    assert none["utility"]["accuracy"] == pytest.approx(t_acc)
+    assert none["utility"]["agreement"] == pytest.approx(100.0)
+    # a one-hot release: the teacher's accuracy and top-1, confidence 1: ECE = 1 - accuracy
+    assert labels["utility"]["accuracy"] == pytest.approx(t_acc)
+    assert labels["utility"]["agreement"] == pytest.approx(100.0)
+    assert labels["utility"]["ece"] == pytest.approx(1 - t_acc / 100, abs=1e-5)
+    run_ids = {i for a in doc["attacks"] for i in a["run_ids"]}
+    for e in (labels, topk):
+        assert [a["method"] for a in e["attacks"]] == ["kd", "hard-label"]
+        assert all(a["budget"] == 32 and a["seeds"] == [0, 1] for a in e["attacks"])
+        assert not run_ids & {i for a in e["attacks"] for i in a["run_ids"]}  # its own students
+        b = max(e["attacks"], key=lambda a: a["accuracy_mean"])
+        assert e["best_attack"] == b["method"]
+        assert e["best_attack_accuracy_mean"] == b["accuracy_mean"]
+        assert e["best_attack_accuracy_ci"] == b["accuracy_ci"]
+        assert e["protection_mean"] == pytest.approx(best["accuracy_mean"] - b["accuracy_mean"])
+        assert e["protection_ci"] == pytest.approx(welch_interval(best["accuracy"], b["accuracy"]))
+        from undistill.runs import read_run_config
+
+        for d in b["run_dirs"]:
+            assert read_run_config(Path(d)).defence.model_dump(mode="json") == e["defence"]
+    # the defended attacks asked about the same images: nothing more is counted
+    assert doc["queries_total"] == 1 + 31 + 450
+    report = (out / "report.md").read_text()
+    assert "## Defences: utility against protection" in report and "| topk(k=2) |" in report
+    assert "protection: best attack undefended minus defended" in r.output
+    assert "topk(k=2)" in r.output and "0 (reference)" in r.output
+
+
+def test_ece_of_a_one_hot_release_and_of_a_confident_one() -> None:
+    labels = torch.tensor([0, 1, 2, 0])
+    one_hot = torch.eye(3)[torch.tensor([0, 1, 2, 1])]  # three right, one wrong, confidence 1
+    assert ece(one_hot, labels) == pytest.approx(0.25)
+    # two bins: confidence 0.9 (both right: |1 - 0.9|) and 0.5 (one of two right: 0)
+    p = torch.tensor([[0.9, 0.1, 0.0], [0.05, 0.9, 0.05], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+    assert ece(p, torch.tensor([0, 1, 0, 0])) == pytest.approx(0.5 * 0.1)
+    # rows that do not sum to one (rounded) are renormalised, as a client reads them
+    assert ece(one_hot * 0.5, labels) == pytest.approx(0.25)
+
+
+def test_protection_is_the_difference_of_the_best_means_with_a_welch_interval() -> None:
+    undefended = [point(32, [80.0, 82.0, 84.0], "kd"), point(32, [70.0, 71.0, 72.0], "htc")]
+    defended = [point(32, [50.0, 60.0, 70.0], "kd"), point(32, [61.0, 62.0, 63.0], "htc")]
+    cfg = parse_defences(["labels"])[0]
+    row = defence_entry(cfg, defended, None, undefended[0])
+    assert row["best_attack"] == "htc" and row["best_attack_accuracy_mean"] == pytest.approx(62.0)
+    assert row["protection_mean"] == pytest.approx(82.0 - 62.0)
+    lo, hi = row["protection_ci"]
+    # Welch: variances 4/3 and 1/3, df = (5/3)^2 / ((4/3)^2/2 + (1/3)^2/2) = 50/17
+    from scipy import stats as st
+
+    half = st.t.ppf(0.975, 50 / 17) * (5 / 3) ** 0.5
+    assert (lo, hi) == pytest.approx((20.0 - half, 20.0 + half))
+    assert row["utility"] == {"accuracy": None, "agreement": None, "ece": None}
+    assert welch_interval([1.0], [2.0, 3.0]) is None
+    assert welch_interval([5.0, 5.0], [2.0, 2.0]) == [3.0, 3.0]
+    # specs: YAML or a name, none left out, aliases read as the registered name
+    assert [c.label() for c in parse_defences(["none", "top-k", "{name: round}"], 10)] == [
+        "topk(k=1)", "round(decimals=2)"]
+    with pytest.raises(ConfigError, match="^--defence: .*unknown defence"):
+        parse_defences(["bogus"])
+
+
+def test_a_url_teacher_is_not_asked_again_for_its_defences(model_file: Path, tmp_path: Path) -> None:
+    stats, server = served(model_file)
+    out = tmp_path / "audit"
+    with server:
+        r = invoke("audit", f"{server.url}/v2/models/model", "--dataset", "digits", "--budget",
+                   24, "--methods", "kd", "--curve-points", 2, "--seeds", 2, "--retries", 0,
+                   "--out", out, *TINY, "--no-score", "--defence", "labels",
+                   "--defence", "{name: round, params: {decimals: 1}}")
+        assert r.exit_code == 0, r.output
+        received = stats.images
+    doc = json.loads((out / "audit.json").read_text())
+    assert received == doc["queries_total"] == 24  # the defended answers come from the cache
+    assert [e["label"] for e in doc["defences"]] == ["none", "labels", "round(decimals=1)"]
+    assert all(e["utility"] == {"accuracy": None, "agreement": None, "ece": None}
+               for e in doc["defences"])  # not scored: no utility
+    assert all(e["protection_ci"] is not None for e in doc["defences"][1:])
+    assert "n/a" in (out / "report.md").read_text()

@@ -12,12 +12,22 @@ does not: seeds cost no queries). It writes:
   ``scored_with``, source, kind, identity), ``queries_total`` (every image sent to the teacher by
   this call: the probe, the attacks' training images, scoring on the test split) and ``queries``
   (``attacks``, ``scoring``, ``counted``: how), ``attacks`` (one entry per method at ``budget``),
-  ``curve`` (one entry per method and budget), ``plateau``, ``stealable``, ``verdict``; an entry
+  ``curve`` (one entry per method and budget), ``plateau``, ``stealable``, ``verdict``,
+  ``defences`` (empty unless ``defences`` are given: then the undefended teacher, ``label``
+  ``none``, and one row per defence, :func:`undistill.audit_defences.defence_entry`: ``defence``
+  ``{name, params}``, ``label``, ``utility`` ``{accuracy, agreement, ece}``, ``best_attack``,
+  ``best_attack_accuracy_mean``/``_ci``, ``protection_mean``/``_ci``, ``attacks``); an entry
   is :func:`undistill.audit_summary.summarise`'s ``{method, arch, budget, seeds, accuracy_mean,
   accuracy_ci, accuracy_half_width, accuracy, agreement_mean, agreement_ci, agreement, fraction_of_teacher,
   fraction_of_teacher_ci, run_ids, run_dirs}`` (percent, except the fractions; the run folders
   exist, named by the run ids);
 * ``out/report.md`` with the verdict, the tables and the curve (``out/curve.png``, every attack).
+
+Defences on the user's own model: each of ``defences`` is audited with every attack and seed at
+``budget`` (not the smaller budgets of the curve), the run's ``defence:`` standing between the
+teacher and the student, so the defended answers are the raw answers (through the same answer
+cache and budget) released through the defence: a URL teacher is not asked again for images
+already paid, and ``queries_total`` counts each distinct image once whatever the defences.
 
 The smaller budgets' transfer sets are prefixes of the larger one's (one fixed permutation), and
 every answer goes through one answer cache, so the attacks send at most ``budget`` images to a URL
@@ -165,18 +175,24 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
           score: bool = True, score_with: str | Path | None = None,
           sets: list[str] | None = None, margin: float = 5.0, device: str = "auto",
           progress: bool = False, runs_dir: Path | None = None,
-          spec: InputSpec | dict[str, Any] | None = None, teacher_arch: str | None = None,
+          defences: list[Any] | None = None, spec: InputSpec | dict[str, Any] | None = None,
+          teacher_arch: str | None = None,
           teacher_width: float = 1.0, trust_factory: bool = False, **client: Any) -> dict[str, Any]:
     """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``.
 
     ``seeds``: students per attack and budget (seeds ``seed`` .. ``seed + seeds - 1``);
     ``score``: score the teacher on the test set (False: teacher accuracy, agreement and fractions
     unknown); ``score_with``: a local copy of the model (file or run directory) scored instead of
-    the queried teacher; ``trust_factory``: a YAML file beside a state_dict may name a factory
-    ``package.module:function`` as its architecture (that code runs); ``client``: options of a
+    the queried teacher; ``defences``: output defences (``--defence`` specs or
+    :class:`~undistill.defences.DefenceConfig`), each audited with the same attacks and seeds at
+    ``budget`` (:mod:`undistill.audit_defences`); ``trust_factory``: a YAML file beside a
+    state_dict may name a factory ``package.module:function`` as its architecture (that code
+    runs); ``client``: options of a
     URL teacher (:class:`~undistill.teachers.remote.RemoteTeacher`)."""
     from undistill.analysis import predict_logits
+    from undistill.audit_defences import defence_entry, parse_defences, released_test, utility
     from undistill.audit_summary import plateau, summarise, verdict_text, write_report
+    from undistill.data import CLASS_COUNTS
     from undistill.devices import select_device
     from undistill.executor import LocalExecutor
     from undistill.progress import Reporter
@@ -191,6 +207,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     check_arguments(budget, curve_points, methods, epochs, width, margin, device, client,
                     seeds=seeds, score=score, score_with=score_with)
     check_budget(budget, dataset, sets, data_root)
+    defended = parse_defences(defences, CLASS_COUNTS.get(dataset))
     sent_before = getattr(teacher, "sent", 0) if isinstance(teacher, Teacher) else 0
     opener = opener_for(runs_dir, budget, data_root, trust_factory, **client)
     t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
@@ -201,20 +218,26 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
                             teacher_width, opener=opener_for(runs_dir, None, data_root,
                                                              trust_factory))
     ds = get_dataset(dataset, data_root)
+    defended = parse_defences(defended, ds.num_classes)  # a dataset CLASS_COUNTS lacks, too
     budgets = curve_budgets(budget, curve_points)
     seed_list = list(range(seed, seed + seeds))
-    plans: dict[tuple[str, int, int], Any] = {
+    plans: dict[tuple[Any, ...], Any] = {
         (m, b, s): student_config(t, dataset, arch, m, b, width, labels=False, epochs=epochs,
                                   params=label_free(m), seed=s, sets=sets,
                                   name=f"audit {m} {arch} @{b} seed {s}")
         for m in methods for b in budgets for s in seed_list}
+    # every attack again at the budget behind each defence: the run's `defence:` puts it between
+    # the teacher (through the same answer cache and budget) and the student
+    plans.update({(m, budget, s, i): plans[(m, budget, s)].model_copy(update={
+        "defence": d, "name": f"audit {m} {arch} @{budget} seed {s} vs {d.label()}"})
+        for i, d in enumerate(defended) for m in methods for s in seed_list})
     first = plans[(methods[0], budget, seed)]
     pool = thief_pool(first.data, data_root)  # a run teacher's students inherit its data
     check_pool(budget, pool, dataset)
     runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress,
                       opener=opener)
     # the largest budget first: smaller transfer sets are its prefixes, answered from the cache
-    order = sorted(plans, key=lambda k: (-k[1], methods.index(k[0]), k[2]))
+    order = sorted(plans, key=lambda k: (-k[1], len(k), methods.index(k[0]), k[2]))
     results = LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
 
     dev = select_device(device)
@@ -235,25 +258,31 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
         acc = 100.0 * (s.argmax(1) == labels).float().mean().item()
         return acc, None if t_logits is None else _agreement(s, t_logits)
 
-    curve = []
-    for m in methods:
-        for b in budgets:
-            cfgs = [plans[(m, b, s)] for s in seed_list]
-            scores = [score_run(c) for c in cfgs]
-            done = [results[c.run_id] for c in cfgs]
-            curve.append(summarise(
-                m, arch, b, seed_list, [a for a, _ in scores],
-                None if t_logits is None else [g for _, g in scores], t_acc,
-                [r.run_id for r in done], [str(r.run_dir) for r in done]))
+    def entry(m: str, b: int, *defence: int) -> dict[str, Any]:
+        cfgs = [plans[(m, b, s, *defence)] for s in seed_list]
+        scores = [score_run(c) for c in cfgs]
+        done = [results[c.run_id] for c in cfgs]
+        return summarise(m, arch, b, seed_list, [a for a, _ in scores],
+                         None if t_logits is None else [g for _, g in scores], t_acc,
+                         [r.run_id for r in done], [str(r.run_dir) for r in done])
+
+    curve = [entry(m, b) for m in methods for b in budgets]
     attacks = [c for c in curve if c["budget"] == budget]
     best = max(attacks, key=lambda a: a["accuracy_mean"])
+    rows = []
+    for i, d in enumerate([None, *defended]):
+        entries = attacks if d is None else [entry(m, budget, i - 1) for m in methods]
+        util = (None if t_logits is None else
+                utility(released_test(t_logits, ds, d, seed), t_logits, labels))
+        rows.append(defence_entry(d, entries, util, best))
     stolen = None if t_acc is None else best["accuracy_mean"] >= t_acc - margin
     doc = {"teacher": {**t.describe(), "accuracy": t_acc,
                        "scored_with": None if score_with is None else str(score_with)},
            "dataset": dataset, "budget": budget, "split": "test", "seeds": seed_list,
            "queries_total": queries["total"], "queries": {k: v for k, v in queries.items()
                                                           if k != "total"},
-           "attacks": attacks, "curve": curve, "defences": [], "best": best["method"],
+           "attacks": attacks, "curve": curve, "defences": rows if defended else [],
+           "best": best["method"],
            "plateau": plateau([c for c in curve if c["method"] == best["method"]]),
            "stealable": stolen, "margin": margin,
            "verdict": verdict_text(best, t_acc, stolen, margin)}

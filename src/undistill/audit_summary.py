@@ -117,8 +117,10 @@ def _cell(mean: float | None, ci: list[float] | None, scale: float = 1.0) -> str
 
 
 def write_report(doc: dict[str, Any], out: Path) -> None:
-    """``out/report.md`` (teacher, verdict, queries, the attacks' table, the curve's table) and
+    """``out/report.md`` (teacher, verdict, queries, the attacks' table, the curve's table, the
+    defences' table when there are any) and
     ``out/curve.png`` (one line per attack with 95 % error bars, the teacher's accuracy)."""
+    from undistill.audit_defences import markdown as defence_markdown
     from undistill.plots import line_plot
 
     curve, teacher = doc["curve"], doc["teacher"]
@@ -163,6 +165,7 @@ def write_report(doc: dict[str, Any], out: Path) -> None:
               f"{_cell(c['agreement_mean'], c['agreement_ci'])} | "
               f"{_cell(c['fraction_of_teacher'], c['fraction_of_teacher_ci'], 100.0)} |"
               for c in curve]
+    lines += defence_markdown(doc.get("defences") or [], doc["budget"])
     lines += ["", "![accuracy vs queries](curve.png)", "",
               "Accuracy: the student's last checkpoint on the test set, mean [95% Student-t interval] "
               "over the seeds; agreement: top-1 agreement with the teacher on the test set; fraction "

@@ -94,14 +94,16 @@ def audit(teacher: str, dataset: str, *, arch: str = "cnn", budget: int = 1000,
           sets: list[str] | None = None, data_root: Path | None = None, device: str = "auto",
           progress: bool = False, spec: dict[str, Any] | None = None,
           teacher_arch: str | None = None, teacher_width: float = 1.0,
-          trust_factory: bool = False, **client: Any) -> dict[str, Any]:
+          trust_factory: bool = False, defences: Sequence[Any] | None = None,
+          **client: Any) -> dict[str, Any]:
     """Can this model be stolen? The ``methods`` attacks at a query ``budget``, each at every
     budget of an accuracy-vs-queries curve and for ``seeds`` seeds (mean and 95 % interval), and
     a verdict; writes audit.json, report.md and curve.png to ``out_dir`` (students and the answer
     cache in ``runs_dir``, default OUT/runs) and returns audit.json's document
     (:func:`undistill.audit.audit`). ``score=False`` does not score the teacher on the test set;
     ``score_with`` scores a local copy of it instead (a paid API is then charged the budget
-    alone)."""
+    alone); ``defences`` (``--defence`` specs or defence configs) are audited too: utility against
+    protection, one row each (audit.json's ``defences``)."""
     from undistill.audit import audit as run_audit
 
     return run_audit(teacher, dataset, arch, budget, out_dir, data_root=data_root,
@@ -109,7 +111,8 @@ def audit(teacher: str, dataset: str, *, arch: str = "cnn", budget: int = 1000,
                      seed=seed, seeds=seeds, score=score, score_with=score_with, sets=sets,
                      device=device, progress=progress, runs_dir=runs_dir, spec=spec,
                      teacher_arch=teacher_arch, teacher_width=teacher_width,
-                     trust_factory=trust_factory, **client)
+                     trust_factory=trust_factory,
+                     defences=None if defences is None else list(defences), **client)
 
 
 def steal_from(teacher: str, dataset: str | None, *, arch: str = "cnn", method: str = "kd",

@@ -99,6 +99,18 @@ def local_copy_problem(source: str) -> str | None:
     return None
 
 
+def defence_problem(spec: str) -> str | None:
+    """What is wrong with ``audit --defence`` (one spec; the class count is checked by the
+    command, which knows the dataset)."""
+    from undistill.audit_defences import parse_defences
+
+    try:
+        parse_defences([spec])
+    except ConfigError as e:
+        return str(e).removeprefix("--defence: ")
+    return None
+
+
 def split_methods(methods: str) -> list[str]:
     return [m.strip() for m in methods.split(",") if m.strip()]
 
@@ -133,6 +145,7 @@ RULES: dict[str, Rule] = {
     # attacks and audits
     "budget": at_least(2), "curve_points": at_least(1), "temperature": above(0),
     "methods": attacks_problem, "seeds": at_least(1), "score_with": local_copy_problem,
+    "defences": defence_problem,
     # input conventions of a teacher
     "input_size": at_least(1), "input_channels": at_least(1), "num_classes": at_least(2),
     "teacher_width": between(0, 4, open_lo=True), "teacher": url_problem, "reference": url_problem,

@@ -124,6 +124,10 @@ def audit(
         "--score-with", help="score this local copy of the model (a file or run directory) "
                              "instead of the audited teacher, which is then sent the budget "
                              "alone")] = None,
+    defences: Annotated[list[str] | None, typer.Option(
+        "--defence", help="also audit the model behind this output defence (repeatable), as YAML "
+                          "'{name: topk, params: {k: 1}}' or a name (labels); one table: utility "
+                          "against protection (docs/defences.md)")] = None,
     epochs: StudentEpochs = None,
     width: StudentWidth = 1.0,
     seed: int = 0,
@@ -138,17 +142,20 @@ def audit(
 ) -> None:
     """Can this model be stolen? KD, HTC, Skeptical and hard-label attacks at a query budget."""
     from undistill.audit import check_budget
+    from undistill.audit_defences import HEADER, parse_defences, table_rows
     from undistill.config import ConfigError
+    from undistill.data import CLASS_COUNTS
 
     if score_with is not None and not score:
         raise ConfigError("--score-with: a local copy scores the teacher and --no-score skips "
                           "scoring; give one of them")
-    check_budget(budget, dataset, sets, data_root, name="--budget")  # before the teacher opens
+    parse_defences(defences, CLASS_COUNTS.get(dataset))  # before the teacher opens
+    check_budget(budget, dataset, sets, data_root, name="--budget")
     doc = api.audit(teacher, dataset, arch=arch, budget=budget, out_dir=out_dir, runs_dir=runs_dir,
                     methods=split_methods(methods), curve_points=curve_points, epochs=epochs,
                     width=width, seed=seed, seeds=seeds, score=score, score_with=score_with,
                     sets=sets, data_root=data_root, device=device, progress=progress, spec=spec,
-                    **model, **client)
+                    defences=defences, **model, **client)
     acc = doc["teacher"]["accuracy"]
     t_line = "not scored (--no-score)" if acc is None else f"{acc:.2f}% on the test set"
     if doc["teacher"]["scored_with"]:
@@ -164,6 +171,14 @@ def audit(
     out.print(f"queries sent to the teacher: {doc['queries_total']} ({q['attacks']} by the attacks, "
               f"{q['scoring']} to score it)", markup=False)
     out.print(f"verdict: {doc['verdict']}", markup=False)
+    if doc["defences"]:
+        rows = [HEADER, *table_rows(doc["defences"])]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+        out.print(f"defences at {budget} queries (protection: best attack undefended minus "
+                  f"defended, 95% Welch interval):", markup=False)
+        for r in rows:
+            out.print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(),
+                      markup=False)
     out.print(f"written: {out_dir}/audit.json, {out_dir}/report.md, {out_dir}/curve.png",
               markup=False)
 
