@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 from undistill import errors
 from undistill.audit import audit
-from undistill.audit_defences import defence_entry, ece, parse_defences, welch_interval
+from undistill.audit_defences import defence_entry, parse_defences, welch_interval
 from undistill.audit_summary import plateau, summarise, verdict_text
 from undistill.cli import app
 from undistill.config import ConfigError
 from undistill.data.augment import normalize
+from undistill.metrics import ece
 from undistill.runs import get_dataset
 from undistill.serve import BackgroundServer, ServeStats, create_app
 from undistill.teachers import Teacher

@@ -28,6 +28,7 @@ import torch
 
 from undistill.config import ConfigError
 from undistill.defences import DefenceConfig, build_defence, parse_defence, release_answer
+from undistill.metrics import ece
 from undistill.stats import mean_ci
 
 #: ``--defence`` names that stand for no defence (the undefended row, always in the table)
@@ -67,23 +68,6 @@ def parse_defences(specs: Sequence[str | DefenceConfig | dict[str, Any]] | None,
             raise ConfigError(f"--defence: {cfg.label()} is given twice")
         found.append(cfg)
     return found
-
-
-def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
-    """Expected calibration error of released probabilities ``[N, C]`` (rows renormalised, as a
-    client reads rounded ones): over ``bins`` equal-width bins of the top-1 confidence ``(lo, hi]``,
-    the mean of ``|accuracy - mean confidence|`` weighted by the bin's share of the rows; a
-    fraction in [0, 1]."""
-    p = probs.float() / probs.float().sum(1, keepdim=True).clamp_min(1e-12)
-    conf, pred = p.max(1)
-    correct = (pred == labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            total += float(m.float().mean() * (correct[m].mean() - conf[m].mean()).abs())
-    return total
 
 
 @torch.no_grad()

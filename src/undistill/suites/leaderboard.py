@@ -36,6 +36,7 @@ from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
 from undistill.defences.release_path import released_answers
 from undistill.executor import Executor, LocalExecutor
+from undistill.metrics import ece
 from undistill.runs import get_dataset, load_run_model
 from undistill.stats import mean_ci
 from undistill.suites.leaderboard_spec import (
@@ -88,16 +89,10 @@ def utility(model_cfg: RunConfig, normal_cfg: RunConfig, output: DefenceConfig |
     y = ds.test_labels
     pred = r.argmax(1)
     p = r / r.sum(1, keepdim=True).clamp_min(1e-12)  # rounded rows: as a client reads them
-    conf = p.max(1).values
-    edges = torch.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            ece += float(m.float().mean() * ((pred[m] == y[m]).float().mean() - conf[m].mean()).abs())
     nll = float(-p.gather(1, y[:, None]).clamp_min(1e-6).log().mean())
     return {"utility_acc": 100.0 * float((pred == y).float().mean()),
-            "agreement": 100.0 * float((pred == ref).float().mean()), "ece": ece, "nll": nll}
+            "agreement": 100.0 * float((pred == ref).float().mean()), "ece": ece(r, y, bins),
+            "nll": nll}
 
 
 def _ci(values: list[float]) -> dict[str, float]:
