@@ -56,9 +56,11 @@ import torch
 
 from undistill.checkpoint import atomic_write_json
 from undistill.config import ConfigError, InputSpec, Runtime
+from undistill.methods import METHODS
 from undistill.teachers import Teacher
 
-DEFAULT_METHODS = ("kd", "htc", "skeptical", "hard-label")
+#: the attacks run by default: the methods that declare ``audit_default`` (registry order)
+DEFAULT_METHODS = tuple(n for n in METHODS.names() if METHODS.get(n).audit_default)
 
 
 def label_free(method: str) -> dict[str, Any] | None:

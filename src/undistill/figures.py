@@ -32,6 +32,7 @@ from undistill.analysis import (
 from undistill.checkpoint import atomic_write_json
 from undistill.exceptions import UndistillError
 from undistill.losses import ensemble_logits
+from undistill.methods import METHODS
 from undistill.methods.htc import ALPHA as HTC_ALPHA
 from undistill.methods.htc import TEMPERATURE as HTC_TEMPERATURE
 
@@ -156,7 +157,7 @@ def write_analysis(run_dirs: list[Path], reference: Path, out_dir: Path,
                               f"{reference} is a {ref.cfg.data.name} run")
     data = eval_data(ref.cfg.data, data_root)
     names = _unique([r.label for r in runs])
-    nasty = next((r for r in runs if r.cfg.method.name == "nasty"), None)
+    nasty = next((r for r in runs if METHODS.get(r.cfg.method.name).makes_teacher), None)
     tau = float(nasty.cfg.method.params["temperature"]) if nasty else None
     ms = ModelSet(models=[(n, r.model) for n, r in zip(names, runs, strict=True)],
                   reference=(f"reference: {ref.label}", ref.model),

@@ -41,7 +41,7 @@ from undistill.api.suites import (
     search,
     search_dir,
 )
-from undistill.api.teachers import audit, inspect, serve, steal_from
+from undistill.api.teachers import DEFAULT_ATTACKS, audit, inspect, serve, steal_from
 from undistill.checkpoint import CheckpointError
 from undistill.engine import TrainingDiverged
 from undistill.exceptions import UndistillError
@@ -55,7 +55,8 @@ from undistill.ray_executor import SharedDirError
 USER_ERRORS: tuple[type[Exception], ...] = (UndistillError, CheckpointError, TrainingDiverged,
                                              SharedDirError, ValueError)
 
-__all__ = ["USER_ERRORS", "TeacherRef", "UndistillError", "analyze", "audit", "bound_config",
+__all__ = ["DEFAULT_ATTACKS", "USER_ERRORS", "TeacherRef", "UndistillError", "analyze", "audit",
+           "bound_config",
            "datasets", "defend", "dry_run", "evaluate", "inspect", "leaderboard", "load_suite",
            "make_config", "make_executor", "methods", "models", "nasty", "plan", "report",
            "reproduce", "results_dir", "run_config", "scm_sequence", "search", "search_dir",

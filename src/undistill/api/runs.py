@@ -143,7 +143,9 @@ def scm_sequence(nasty_run: TeacherRef, *, k: int = 3, arch: str | None = None,
 
 def _nasty_run(ref: TeacherRef) -> RunConfig:
     cfg = run_config(ref)
-    if cfg.method.name != "nasty":
+    from undistill.methods import METHODS
+
+    if not METHODS.get(cfg.method.name).makes_teacher:
         raise ConfigError(f"{ref if not isinstance(ref, RunConfig) else cfg.run_id} is a "
                           f"{cfg.method.name!r} run; S^1 must be a nasty teacher")
     return cfg

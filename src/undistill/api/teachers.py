@@ -19,6 +19,9 @@ from undistill.audit import DEFAULT_METHODS
 from undistill.config import ConfigError, Runtime
 from undistill.run_result import RunResult
 
+#: the attacks ``audit`` runs by default (the methods that declare ``audit_default``)
+DEFAULT_ATTACKS = DEFAULT_METHODS
+
 
 def serve(teacher: str, *, host: str = "127.0.0.1", port: int = 8000, name: str = "model",
           dataset: str | None = None, policy: str = "full", top_k: int = 1, decimals: int = 2,

@@ -111,7 +111,7 @@ def audit(
                                                   "the answer cache go (default: OUT/runs)")
                         ] = None,
     methods: Annotated[str, typer.Option(help="attacks, comma-separated")
-                       ] = "kd,htc,skeptical,hard-label",
+                       ] = ",".join(api.DEFAULT_ATTACKS),
     curve_points: Annotated[int, typer.Option(help="budgets on the accuracy-vs-queries curve")
                             ] = 4,
     seeds: Annotated[int, typer.Option(help="students per attack and budget (seeds SEED.."

@@ -45,4 +45,5 @@ class KD(Objective):
 
 
 METHODS.register("kd")(Plain.using(
-    KD, title="KD", description="knowledge distillation (Eq. 2); several teachers are ensembled"))
+    KD, title="KD", audit_default=True,
+    description="knowledge distillation (Eq. 2); several teachers are ensembled"))
