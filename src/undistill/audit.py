@@ -59,8 +59,9 @@ from undistill.config import ConfigError, InputSpec, Runtime
 from undistill.methods import METHODS
 from undistill.teachers import Teacher
 
-#: the attacks run by default: the methods that declare ``audit_default`` (registry order)
-DEFAULT_METHODS = tuple(n for n in METHODS.names() if METHODS.get(n).audit_default)
+#: the attacks run by default: the methods that declare an ``audit_order``, in that order
+DEFAULT_METHODS = tuple(sorted((n for n in METHODS.names() if METHODS.get(n).audit_order is not None),
+                               key=lambda n: METHODS.get(n).audit_order))
 
 
 def label_free(method: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from undistill.audit import DEFAULT_METHODS
 from undistill.config import ConfigError, Runtime
 from undistill.run_result import RunResult
 
-#: the attacks ``audit`` runs by default (the methods that declare ``audit_default``)
+#: the attacks ``audit`` runs by default (the methods that declare an ``audit_order``)
 DEFAULT_ATTACKS = DEFAULT_METHODS
 
 

@@ -184,8 +184,8 @@ class Method(nn.Module):
     search_space: ClassVar[dict[str, list[float]]] = {}
     #: parameters a run without labels needs (e.g. no label-only warm-up), over the defaults
     label_free_params: ClassVar[dict[str, Any]] = {}
-    #: among the attacks ``undistill audit`` runs by default
-    audit_default: ClassVar[bool] = False
+    #: its place among the attacks ``undistill audit`` runs by default (None: not run by default)
+    audit_order: ClassVar[int | None] = None
 
     @classmethod
     def defaults_for(cls, dataset: str, arch: str) -> dict[str, Any]:

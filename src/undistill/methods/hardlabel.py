@@ -24,5 +24,5 @@ class HardLabel(Objective):
 
 
 METHODS.register("hard-label")(Plain.using(
-    HardLabel, title="Hard-label", audit_default=True,
+    HardLabel, title="Hard-label", audit_order=4,
     description="cross-entropy on the teacher's top-1 labels (label-only black box)"))

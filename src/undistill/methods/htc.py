@@ -53,5 +53,5 @@ class HTC(Objective):
                                        p.temperature, p.multiplier)}
 
 
-METHODS.register("htc")(Plain.using(HTC, title="HTC", audit_default=True,
+METHODS.register("htc")(Plain.using(HTC, title="HTC", audit_order=2,
                                     description="high-temperature composition (Eq. 9)"))

@@ -45,5 +45,5 @@ class KD(Objective):
 
 
 METHODS.register("kd")(Plain.using(
-    KD, title="KD", audit_default=True,
+    KD, title="KD", audit_order=1,
     description="knowledge distillation (Eq. 2); several teachers are ensembled"))

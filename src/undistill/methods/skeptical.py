@@ -194,7 +194,7 @@ class Skeptical(Scheme):
 
 
 METHODS.register("skeptical")(Skeptical.using(
-    kd.KD, title="Skep.", Params=SkepticalKDParams, shares_temperature=True, audit_default=True,
+    kd.KD, title="Skep.", Params=SkepticalKDParams, shares_temperature=True, audit_order=3,
     description="Skeptical student (Kundu et al. 2021): KD on a shallow auxiliary head + self-KD"))
 METHODS.register("skeptical+htc")(Skeptical.using(
     htc.HTC, title="Skep.+HTC", description="Skeptical student with HTC (Eq. 9) on its KD head"))
