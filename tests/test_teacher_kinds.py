@@ -312,3 +312,8 @@ def test_no_import_cycle_through_the_teachers() -> None:
               "undistill.audit", "undistill.engine", "undistill.methods.base")
     bad = [c for c in cycles(import_graph(SRC)) if any(m.startswith(around) for m in c)]
     assert bad == []
+
+
+def test_no_import_cycle_anywhere() -> None:
+    """Not even through imports inside functions (the package's top-level re-exports aside)."""
+    assert cycles(import_graph(SRC)) == []

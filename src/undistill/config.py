@@ -86,7 +86,7 @@ class ModelConfig(StrictModel):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        from undistill.models.factory import check_arch
+        from undistill.models import check_arch
 
         return check_arch(v)
 

@@ -39,7 +39,7 @@ class MADParams(DefenceParams):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        from undistill.models.factory import check_arch
+        from undistill.models import check_arch
 
         return check_arch(v)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from undistill.models import cnn, mobilenetv2, resnet, shufflenetv2  # noqa: F401  (registration)
 from undistill.models.base import MODELS, ModelOutput, ZooModel, count_parameters
-from undistill.models.factory import build_from_factory, is_factory
+from undistill.models.factory import build_from_factory, is_factory, load_factory
 from undistill.models.generator import Generator
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ModelOutput",
     "ZooModel",
     "build_model",
+    "check_arch",
     "count_parameters",
     "model_table",
 ]
@@ -50,3 +51,14 @@ def model_table(
         (name, count_parameters(build_model(name, num_classes, in_channels, width, image_size)))
         for name in MODELS.names()
     ]
+
+
+def check_arch(name: str) -> str:
+    """``name`` if it is a zoo architecture or an importable factory; else a ValueError naming it
+    (the one check of every ``arch`` field: a model, a defence's surrogate)."""
+    if is_factory(name):
+        load_factory(name)  # raises a ValueError naming what cannot be imported
+    elif name not in MODELS:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(MODELS.names())}, "
+                         f"or a factory package.module:function")
+    return name

@@ -21,18 +21,6 @@ def is_factory(name: str) -> bool:
     return ":" in name
 
 
-def check_arch(name: str) -> str:
-    """``name`` if it is a zoo architecture or an importable factory; else a ValueError naming it
-    (the one check of every ``arch`` field: a model, a defence's surrogate)."""
-    from undistill.models import MODELS
-
-    if is_factory(name):
-        load_factory(name)  # raises a ValueError naming what cannot be imported
-    elif name not in MODELS:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(MODELS.names())}, "
-                         f"or a factory package.module:function")
-    return name
-
 
 def load_factory(name: str) -> Callable[..., nn.Module]:
     """The callable named ``package.module:function``; ValueError naming what is missing."""
