@@ -42,18 +42,13 @@ from undistill.api.suites import (
     search_dir,
 )
 from undistill.api.teachers import DEFAULT_ATTACKS, audit, inspect, serve, steal_from
-from undistill.checkpoint import CheckpointError
-from undistill.engine import TrainingDiverged
 from undistill.exceptions import UndistillError
-from undistill.ray_executor import SharedDirError
 
 #: The errors a caller made (a bad config, flag or file, missing data or run, a diverged run, a
 #: search, report or teacher that cannot work as asked), as opposed to bugs: ``UndistillError``.
-#: TRANSITIONAL (issue #20): the other members go once (1) CheckpointError, TrainingDiverged and
-#: SharedDirError derive from UndistillError and (2) the plain ValueErrors that user input can
-#: raise are ConfigErrors (or other UndistillErrors); then this is ``(UndistillError,)``.
-USER_ERRORS: tuple[type[Exception], ...] = (UndistillError, CheckpointError, TrainingDiverged,
-                                             SharedDirError, ValueError)
+#: ValueError stays until the plain ValueErrors that user input can still raise (suite scales,
+#: parse_defence, model factories, recipes) are ConfigErrors; then this is ``(UndistillError,)``.
+USER_ERRORS: tuple[type[Exception], ...] = (UndistillError, ValueError)
 
 __all__ = ["DEFAULT_ATTACKS", "USER_ERRORS", "TeacherRef", "UndistillError", "analyze", "audit",
            "bound_config",
