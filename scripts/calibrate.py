@@ -16,6 +16,16 @@ teachers for that many epochs (same schedule, stretched) against the normal teac
 ``--epochs``. ``--tag`` names the output files ``<dataset>-<tag>.{json,md}``. Each row also gives
 the nasty teacher's loss against the normal one, each student's poisoning margin (vanilla minus
 Nasty KD) and the row's wall time (runs already in ``--runs-dir`` are read back, not retrained).
+
+Two levers of the nasty teacher (``methods/nasty.py``), off by default: ``--init-from-teacher``
+fine-tunes each nasty teacher from the normal teacher's weights instead of training it from scratch
+(same architecture and width: the nasty teacher's always are here), and ``--omega-warmup N`` ramps
+omega linearly from 0 over its first N epochs. They are passed as the nasty runs' method parameters
+(so they change those runs' ids), recorded per row in the JSON and Markdown, and, without
+``--tag``, name the output files (``<dataset>-init-wu3.{json,md}``), so a lever screen never
+overwrites the plain one:
+
+    python scripts/calibrate.py ... --omegas 0.1 --init-from-teacher --omega-warmup 3 --tag c6
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from pathlib import Path
 from undistill import recipes
 from undistill.analysis import kl_to_reference, predict_logits
 from undistill.analysis import output_stats as stats
-from undistill.config import Runtime
+from undistill.config import Runtime, parse_config
 from undistill.executor import LocalExecutor
 from undistill.methods.kd import protocol_temperature
 from undistill.presets import with_epochs
@@ -64,10 +74,26 @@ def main() -> None:
     ap.add_argument("--kd-temps", default="4",
                     help="T,... crossed with every student, or 'protocol': each student's own")
     ap.add_argument("--nasty-epochs", type=int, default=None, help="default: --epochs")
-    ap.add_argument("--tag", default="", help="output files <dataset>-<tag>.{json,md}")
+    ap.add_argument("--init-from-teacher", action="store_true",
+                    help="nasty teachers start from the normal teacher's weights (fine-tuning)")
+    ap.add_argument("--omega-warmup", type=int, default=0, metavar="N",
+                    help="omega ramps linearly from 0 over the nasty teachers' first N epochs "
+                    "(0: constant)")
+    ap.add_argument("--tag", default="", help="output files <dataset>-<tag>.{json,md} (default: "
+                    "the levers set, e.g. init-wu3; none: <dataset>.{json,md})")
     ap.add_argument("--runs-dir", default="runs/calibration")
     ap.add_argument("--out", default="docs/results/calibration")
     a = ap.parse_args()
+    if a.omega_warmup < 0:
+        ap.error("--omega-warmup must be >= 0")
+    # the nasty levers, as method parameters (absent at their defaults: run ids stay as before)
+    levers: dict[str, object] = {}
+    if a.init_from_teacher:
+        levers["init_from_teacher"] = True
+    if a.omega_warmup:
+        levers["omega_warmup"] = a.omega_warmup
+    lever_tag = "-".join(([] if not a.init_from_teacher else ["init"])
+                         + ([f"wu{a.omega_warmup}"] if a.omega_warmup else []))
     t_start = time.perf_counter()
     data = {"fraction": a.fraction, "val_fraction": a.val_fraction}
     if a.resize:
@@ -110,8 +136,13 @@ def main() -> None:
     for omega in [float(o) for o in a.omegas.split(",")]:
         t_row = time.perf_counter()
         nasty = recipes.nasty_teacher(teacher, omega=omega, temperature=a.tau, optim=nasty_optim)
+        if levers:
+            d = nasty.model_dump()
+            d["method"]["params"].update(levers)
+            nasty = parse_config(d)
         row = {"omega": omega, "tau_A": a.tau, "nasty_epochs": nasty.optim.epochs,
-               "nasty_acc": acc(nasty)}
+               "init_from_teacher": a.init_from_teacher, "omega_warmup": a.omega_warmup,
+               "nasty_run_id": nasty.run_id, "nasty_acc": acc(nasty)}
         row["nasty_wall_s"] = time.perf_counter() - t_row
         row["loss_vs_normal"] = base["teacher_acc"] - row["nasty_acc"]
         row.update(output_stats(load_run_model(nasty, rt.runs_dir, a.data_root), normal, views, a.tau))
@@ -130,7 +161,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - t_start
-    stem = f"{a.dataset}-{a.tag}" if a.tag else a.dataset
+    tag = a.tag or lever_tag
+    stem = f"{a.dataset}-{tag}" if tag else a.dataset
     (out / f"{stem}.json").write_text(json.dumps(
         {"args": vars(a), **base, "normal_peaks": ref["peaks"], "rows": rows, "wall_time_s": wall},
         indent=2))
@@ -139,13 +171,18 @@ def main() -> None:
           f"{a.teacher_width:g}) {base['teacher_acc']:.2f} %; "
           + "; ".join(f"{k} {v:.2f} %" for k, v in base.items() if k.startswith(("vanilla", "kd ")))
           + f"; normal teacher's mean peaks above 0.1: {ref['peaks']:.2f}. Wall time {wall / 60:.1f} min.",
-          "", "| omega | tau_A | nasty epochs | nasty teacher (%) | lost vs normal | "
+          f"Nasty teachers {'fine-tuned from the normal teacher' if a.init_from_teacher else 'from scratch'}"
+          f", omega {f'warmed up over {a.omega_warmup} epochs' if a.omega_warmup else 'constant'}.",
+          "", "| omega | tau_A | nasty epochs | init from teacher | omega warm-up | nasty teacher (%) | "
+          "lost vs normal | "
           "KL(nasty \\|\\| normal) at tau_A | peaks > 0.1 | "
           + " | ".join(f"{c} (%)" for c in kd_cols) + " | min margin vs vanilla | wall (min) |",
-          "|" + " --- |" * (9 + len(kd_cols))]
+          "|" + " --- |" * (11 + len(kd_cols))]
     for r in rows:
         mm = "" if r["min_margin"] is None else f"{r['min_margin']:.2f}"
-        md.append(f"| {r['omega']:g} | {r['tau_A']:g} | {r['nasty_epochs']} | {r['nasty_acc']:.2f} | "
+        md.append(f"| {r['omega']:g} | {r['tau_A']:g} | {r['nasty_epochs']} | "
+                  f"{'yes' if r['init_from_teacher'] else 'no'} | {r['omega_warmup']} | "
+                  f"{r['nasty_acc']:.2f} | "
                   f"{r['loss_vs_normal']:.2f} | {r['kl_to_normal']:.3f} | {r['peaks']:.2f} | "
                   + " | ".join(f"{r[c]:.2f}" for c in kd_cols) + f" | {mm} | {r['wall_s'] / 60:.1f} |")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
