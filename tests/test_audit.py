@@ -26,7 +26,8 @@ from undistill.teachers import Teacher
 
 DS = get_dataset("digits", None)
 FAST = ["optim.batch_size=32"]
-TINY = ["--epochs", "1", "--width", "0.25", "--device", "cpu", "--no-progress",
+STEPS = {"steps": 4, "eval_every": 2}
+TINY = ["--steps", "4", "--width", "0.25", "--device", "cpu", "--no-progress",
         "--set", "optim.batch_size=32"]
 
 
@@ -44,7 +45,7 @@ def test_seeds_intervals_fraction_and_a_curve_for_every_attack(model_file: Path,
                                                                ) -> None:
     out = tmp_path / "audit"
     doc = audit(model_file, "digits", "cnn", 32, out, methods=["kd", "hard-label"],
-                curve_points=2, epochs=1, width=0.25, seeds=2, device="cpu", sets=FAST)
+                curve_points=2, thief=STEPS, width=0.25, seeds=2, device="cpu", sets=FAST)
     t_acc = doc["teacher"]["accuracy"]
     assert t_acc > 0 and doc["teacher"]["scored_with"] is None
     # every attack at every budget, each over the two seeds
@@ -149,7 +150,7 @@ def test_bad_audit_input_is_one_line_and_nothing_is_done(args: list[str], words:
     monkeypatch.setattr(errors, "_debug", False)
     monkeypatch.setattr("undistill.stealing.open_teacher", never)
     monkeypatch.setattr("undistill.executor.train_run", never)
-    r = invoke("audit", model_file, "--dataset", "digits", "--epochs", "1", *args)
+    r = invoke("audit", model_file, "--dataset", "digits", "--steps", "4", *args)
     lines = [x for x in r.output.splitlines() if x.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
     assert all(w in lines[0] for w in words), lines[0]

@@ -225,7 +225,7 @@ def test_audit_cli_writes_json_report_and_curve(model_file: Path, tmp_path: Path
 
     out = tmp_path / "audit"
     r = CliRunner().invoke(app, ["audit", str(model_file), "--dataset", "digits", "--budget", "32",
-                                 "--out", str(out), "--epochs", "1", "--width", "0.25",
+                                 "--out", str(out), "--steps", "4", "--width", "0.25",
                                  "--curve-points", "2", "--device", "cpu", "--no-progress",
                                  "--set", "optim.batch_size=32"], catch_exceptions=False)
     assert r.exit_code == 0, r.output

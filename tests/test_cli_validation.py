@@ -66,7 +66,7 @@ def commands(model: Path) -> dict[str, list[str]]:
     return {
         "serve": ["serve", str(model), "--dataset", "digits"],
         "inspect": ["inspect", str(model), "--dataset", "digits"],
-        "audit": ["audit", str(model), "--dataset", "digits", "--budget", "16", "--epochs", "1"],
+        "audit": ["audit", str(model), "--dataset", "digits", "--budget", "16", "--steps", "4"],
         "steal": ["steal", "--teacher", str(model), "--dataset", "digits", "--budget", "16"],
     }
 
@@ -135,7 +135,9 @@ def test_inspect_reference_url_is_checked_too(model_file: Path) -> None:
     ("--methods", "kd,htc,kd", ["--methods", "'kd'", "twice"]),
     ("--budget", "0", ["--budget", "at least 2"]),
     ("--budget", "-5", ["--budget", "at least 2"]),
-    ("--epochs", "0", ["--epochs", "at least 1"]),
+    ("--steps", "0", ["--steps", "at least 1"]),
+    ("--strategies", "uncertainty,psychic", ["--strategies", "psychic", "k-center", "knockoff"]),
+    ("--strategies", "random,random", ["--strategies", "'random'", "twice"]),
     ("--width", "0", ["--width", "(0, 4]"]),
     ("--width", "-1", ["--width", "(0, 4]"]),
     ("--width", "5", ["--width", "(0, 4]"]),
@@ -158,7 +160,10 @@ def test_audit_rejects_bad_arguments_before_any_work(flag: str, value: str, word
     ({"methods": []}, ["methods", "at least one"]),
     ({"methods": ["kd", "kd"]}, ["'kd'", "twice"]),
     ({"budget": 1}, ["budget", "at least 2"]),
-    ({"epochs": 0}, ["epochs", "at least 1"]),
+    ({"thief": {"steps": 0}}, ["thief.steps", "greater than or equal to 1"]),
+    ({"thief": {"holdout": 0.7}}, ["thief.holdout", "less than 0.5"]),
+    ({"thief": {"wings": 2}}, ["thief.wings", "Extra inputs"]),
+    ({"strategies": ["psychic"]}, ["strategies", "psychic", "k-center"]),
     ({"width": 0.0}, ["width", "(0, 4]"]),
     ({"margin": -1.0}, ["margin", "at least 0"]),
     ({"device": "banana"}, ["device", "banana"]),
@@ -330,7 +335,7 @@ def test_audit_json_run_dirs_exist(tmp_path: Path, monkeypatch) -> None:
                                    torch.randn(2, 1, 8, 8)), model)
     out = tmp_path / "audit"
     r = invoke("audit", model, "--dataset", "folder", "--data-root", data, "--budget", "8",
-               "--out", out, "--epochs", "1", "--width", "0.25", "--methods", "kd",
+               "--out", out, "--steps", "2", "--width", "0.25", "--methods", "kd",
                "--curve-points", "2", "--device", "cpu", "--no-progress",
                "--set", "optim.batch_size=4")
     assert r.exit_code == 0, r.output

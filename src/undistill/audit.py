@@ -72,8 +72,47 @@ def label_free(method: str) -> dict[str, Any] | None:
 
 
 def curve_budgets(budget: int, points: int = 4) -> list[int]:
-    """``budget``, ``budget/2``, ``budget/4`` ... (``points`` of them, each at least 2), ascending."""
-    return sorted({max(2, budget // (2 ** i)) for i in range(points)})
+    """``budget``, about ``budget/2``, ``budget/4`` ... (``points`` of them, each at least 2),
+    ascending: ``(budget - 1) // 2^i + 1``, the probe plus half the paid images of the next, so
+    each point's images are the next one's earlier rounds (:func:`undistill.thief.round_sizes`)."""
+    return sorted({max(2, (budget - 1) // (2 ** i) + 1) for i in range(points)})
+
+
+def check_strategies(strategies: list[str]) -> None:
+    """A ConfigError unless ``strategies`` are registered query strategies, each once."""
+    from undistill.queries import STRATEGIES
+
+    if not strategies:
+        raise ConfigError("strategies: give at least one query strategy")
+    for i, q in enumerate(strategies):
+        if q not in STRATEGIES:
+            raise ConfigError(f"strategies: {q!r} is not a query strategy; known: "
+                              f"{', '.join(STRATEGIES.names())}")
+        if q in strategies[:i]:
+            raise ConfigError(f"strategies: {q!r} is given twice")
+
+
+def thief_settings(strategy: str, budget: int, point: int, points: int,
+                   thief: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``thief:`` of an attack with ``strategy`` at curve point ``point`` (0: ``budget``, 1:
+    the next smaller one, ...): ``thief``'s settings, and for a strategy that needs a student as
+    many rounds as the curve has points left, so that every point pays for the next one's first
+    rounds (one set of paid images for the whole curve)."""
+    from undistill.queries import STRATEGIES
+
+    d = {**(thief or {}), "strategy": strategy}
+    if STRATEGIES.get(strategy).needs_student:
+        d["rounds"] = max(1, int(d.get("rounds", points)) - point)
+        if d["rounds"] == 1:  # its first round is random: the random thief's run, trained once
+            d["strategy"] = "random"
+    return d
+
+
+def query_cap(budget: int, strategies: list[str], defences: int) -> int:
+    """Images the teacher may be sent by an audit: ``budget`` per thief. Random thieves pay for
+    the same images whatever the answers; any other strategy picks by the answers, so each
+    defence's thief pays for its own."""
+    return sum(budget * (1 if q == "random" else 1 + defences) for q in strategies)
 
 
 def attack_methods() -> list[str]:
@@ -97,13 +136,30 @@ def check_methods(methods: list[str]) -> None:
             raise ConfigError(f"methods: {m!r} is given twice")
 
 
+def check_thief(thief: dict[str, Any] | None) -> None:
+    """A ConfigError naming the first bad ``thief.`` setting (:class:`~undistill.config.ThiefConfig`;
+    its strategy is given by ``strategies``)."""
+    from pydantic import ValidationError
+
+    from undistill.config import ThiefConfig
+
+    try:
+        ThiefConfig(**{**(thief or {}), "strategy": "random"})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"thief.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    except TypeError as e:
+        raise ConfigError(f"thief: {e}") from None
+
+
 def is_url(source: Any) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
-def check_arguments(budget: int, curve_points: int, methods: list[str], epochs: int | None,
+def check_arguments(budget: int, curve_points: int, methods: list[str], thief: dict[str, Any] | None,
                     width: float, margin: float, device: str, client: dict[str, Any],
-                    seeds: int = 3, score: bool = True, score_with: Any = None) -> None:
+                    seeds: int = 3, score: bool = True, score_with: Any = None,
+                    strategies: list[str] | None = None) -> None:
     """A ConfigError naming the first bad argument of :func:`audit`, before any work."""
     from undistill.devices import select_device
 
@@ -114,10 +170,11 @@ def check_arguments(budget: int, curve_points: int, methods: list[str], epochs: 
     need(budget >= 2, f"budget: must be at least 2 (one image goes to the probe), got {budget}")
     need(curve_points >= 1, f"curve_points: must be at least 1, got {curve_points}")
     need(seeds >= 1, f"seeds: must be at least 1, got {seeds}")
-    need(epochs is None or epochs >= 1, f"epochs: must be at least 1, got {epochs}")
+    check_thief(thief)
     need(0 < width <= 4, f"width: must be in (0, 4] (as a run config's), got {width}")
     need(margin >= 0, f"margin: must be at least 0 (accuracy points), got {margin}")
     check_methods(methods)
+    check_strategies(list(strategies or ["random"]))
     need(score or score_with is None, "score_with: a local copy scores the teacher, and "
          "no-score skips scoring; give one of them")
     need(not is_url(score_with), f"score_with: {score_with!r} is a URL; give a local copy of the "
@@ -174,7 +231,8 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget: int = 1000,
           out: Path = Path("audit"), *, data_root: Path | None = None,
           methods: tuple[str, ...] | list[str] = DEFAULT_METHODS, curve_points: int = 4,
-          epochs: int | None = None, width: float = 1.0, seed: int = 0, seeds: int = 3,
+          strategies: tuple[str, ...] | list[str] = ("random",),
+          thief: dict[str, Any] | None = None, width: float = 1.0, seed: int = 0, seeds: int = 3,
           score: bool = True, score_with: str | Path | None = None,
           sets: list[str] | None = None, margin: float = 5.0, device: str = "auto",
           progress: bool = False, runs_dir: Path | None = None,
@@ -184,6 +242,9 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     """Run the audit and write ``out/audit.json``, ``out/report.md``, ``out/curve.png``.
 
     ``seeds``: students per attack and budget (seeds ``seed`` .. ``seed + seeds - 1``);
+    ``strategies``: query strategies (:mod:`undistill.queries`), each run with every method;
+    ``thief``: settings of :class:`~undistill.config.ThiefConfig` (steps, augment, holdout,
+    patience, rounds, ...) for every student;
     ``score``: score the teacher on the test set (False: teacher accuracy, agreement and fractions
     unknown); ``score_with``: a local copy of the model (file or run directory) scored instead of
     the queried teacher; ``defences``: output defences (``--defence`` specs or
@@ -194,7 +255,13 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     URL teacher (:class:`~undistill.teachers.remote.RemoteTeacher`)."""
     from undistill.analysis import predict_logits
     from undistill.audit_defences import defence_entry, parse_defences, released_test, utility
-    from undistill.audit_summary import plateau, summarise, verdict_text, write_report
+    from undistill.audit_summary import (
+        attack_label,
+        plateau,
+        summarise,
+        verdict_text,
+        write_report,
+    )
     from undistill.data import CLASS_COUNTS
     from undistill.devices import select_device
     from undistill.executor import LocalExecutor
@@ -206,13 +273,14 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
 
     out = Path(out)
     runs_dir = Path(runs_dir or out / "runs")
-    methods = list(methods)
-    check_arguments(budget, curve_points, methods, epochs, width, margin, device, client,
-                    seeds=seeds, score=score, score_with=score_with)
+    methods, strategies = list(methods), list(strategies)
+    check_arguments(budget, curve_points, methods, thief, width, margin, device, client,
+                    seeds=seeds, score=score, score_with=score_with, strategies=strategies)
     check_budget(budget, dataset, sets, data_root)
     defended = parse_defences(defences, CLASS_COUNTS.get(dataset))
     sent_before = getattr(teacher, "sent", 0) if isinstance(teacher, Teacher) else 0
-    opener = opener_for(runs_dir, budget, data_root, trust_factory, **client)
+    opener = opener_for(runs_dir, query_cap(budget, strategies, len(defended)), data_root,
+                        trust_factory, **client)
     t = open_teacher(teacher, dataset, data_root, runs_dir, spec, teacher_arch, teacher_width,
                      budget=budget, opener=opener)
     copy = None
@@ -224,23 +292,26 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     defended = parse_defences(defended, ds.num_classes)  # a dataset CLASS_COUNTS lacks, too
     budgets = curve_budgets(budget, curve_points)
     seed_list = list(range(seed, seed + seeds))
+    attacks_ = [(m, q) for q in strategies for m in methods]
     plans: dict[tuple[Any, ...], Any] = {
-        (m, b, s): student_config(t, dataset, arch, m, b, width, labels=False, epochs=epochs,
-                                  params=label_free(m), seed=s, sets=sets,
-                                  name=f"audit {m} {arch} @{b} seed {s}")
-        for m in methods for b in budgets for s in seed_list}
+        ((m, q), b, s): student_config(
+            t, dataset, arch, m, b, width, labels=False, params=label_free(m), seed=s, sets=sets,
+            thief=thief_settings(q, budget, len(budgets) - 1 - j, len(budgets), thief),
+            name=f"audit {attack_label(m, q)} {arch} @{b} seed {s}")
+        for m, q in attacks_ for j, b in enumerate(budgets) for s in seed_list}
     # every attack again at the budget behind each defence: the run's `defence:` puts it between
     # the teacher (through the same answer cache and budget) and the student
-    plans.update({(m, budget, s, i): plans[(m, budget, s)].model_copy(update={
-        "defence": d, "name": f"audit {m} {arch} @{budget} seed {s} vs {d.label()}"})
-        for i, d in enumerate(defended) for m in methods for s in seed_list})
-    first = plans[(methods[0], budget, seed)]
+    plans.update({(a, budget, s, i): plans[(a, budget, s)].model_copy(update={
+        "defence": d, "name": f"audit {attack_label(*a)} {arch} @{budget} seed {s} vs "
+                              f"{d.label()}"})
+        for i, d in enumerate(defended) for a in attacks_ for s in seed_list})
+    first = plans[(attacks_[0], budget, seed)]
     pool = thief_pool(first.data, data_root)  # a run teacher's students inherit its data
     check_pool(budget, pool, dataset)
     runtime = Runtime(runs_dir=runs_dir, data_root=data_root, device=device, progress=progress,
                       opener=opener)
     # the largest budget first: smaller transfer sets are its prefixes, answered from the cache
-    order = sorted(plans, key=lambda k: (-k[1], len(k), methods.index(k[0]), k[2]))
+    order = sorted(plans, key=lambda k: (-k[1], len(k), attacks_.index(k[0]), k[2]))
     results = LocalExecutor(Reporter(enabled=progress)).run([plans[k] for k in order], runtime)
 
     dev = select_device(device)
@@ -250,31 +321,32 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     labels = ds.test_labels
     t_acc = (None if t_logits is None else
              100.0 * (t_logits.argmax(1) == labels).float().mean().item())
-    queries = _queries(t, sent_before, sent_attacks, budget, pool,
+    queries = _queries(t, sent_before, sent_attacks,
+                       _distinct_paid(plans.values(), runs_dir, data_root),
                        probed=t.find(RunTeacher) is None,
                        scored=0 if copy is not None or not score else int(labels.numel()))
 
-    def score_run(cfg: Any) -> tuple[float, float | None]:
-        model = load_run_model(cfg, runs_dir, data_root, which="last", device=dev)
+    def score_run(cfg: Any) -> tuple[float, float | None]:  # chosen on held-out paid answers
+        model = load_run_model(cfg, runs_dir, data_root, which="auto", device=dev)
         with torch.no_grad():
             s = predict_logits(model, ds.test_images, ds.mean, ds.std, device=dev)
         acc = 100.0 * (s.argmax(1) == labels).float().mean().item()
         return acc, None if t_logits is None else _agreement(s, t_logits)
 
-    def entry(m: str, b: int, *defence: int) -> dict[str, Any]:
-        cfgs = [plans[(m, b, s, *defence)] for s in seed_list]
+    def entry(a: tuple[str, str], b: int, *defence: int) -> dict[str, Any]:
+        cfgs = [plans[(a, b, s, *defence)] for s in seed_list]
         scores = [score_run(c) for c in cfgs]
         done = [results[c.run_id] for c in cfgs]
-        return summarise(m, arch, b, seed_list, [a for a, _ in scores],
+        return summarise(a[0], arch, b, seed_list, [x for x, _ in scores],
                          None if t_logits is None else [g for _, g in scores], t_acc,
-                         [r.run_id for r in done], [str(r.run_dir) for r in done])
+                         [r.run_id for r in done], [str(r.run_dir) for r in done], strategy=a[1])
 
-    curve = [entry(m, b) for m in methods for b in budgets]
+    curve = [entry(a, b) for a in attacks_ for b in budgets]
     attacks = [c for c in curve if c["budget"] == budget]
     best = max(attacks, key=lambda a: a["accuracy_mean"])
     rows = []
     for i, d in enumerate([None, *defended]):
-        entries = attacks if d is None else [entry(m, budget, i - 1) for m in methods]
+        entries = attacks if d is None else [entry(a, budget, i - 1) for a in attacks_]
         util = (None if t_logits is None else
                 utility(released_test(t_logits, ds, d, seed), t_logits, labels))
         rows.append(defence_entry(d, entries, util, best))
@@ -285,8 +357,8 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
            "queries_total": queries["total"], "queries": {k: v for k, v in queries.items()
                                                           if k != "total"},
            "attacks": attacks, "curve": curve, "defences": rows if defended else [],
-           "best": best["method"],
-           "plateau": plateau([c for c in curve if c["method"] == best["method"]]),
+           "best": best["attack"], "strategies": strategies,
+           "plateau": plateau([c for c in curve if c["attack"] == best["attack"]]),
            "stealable": stolen, "margin": margin,
            "verdict": verdict_text(best, t_acc, stolen, margin)}
     out.mkdir(parents=True, exist_ok=True)
@@ -295,7 +367,18 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     return doc
 
 
-def _queries(t: Teacher, sent_before: int, sent_attacks: int | None, budget: int, pool: int,
+def _distinct_paid(plans: Any, runs_dir: Path, data_root: Path | None) -> int:
+    """Distinct images the plans' thieves paid for (their ``transfer.json``, probe excluded)."""
+    from undistill.thief import read_transfer
+
+    paid: set[int] = set()
+    for cfg in plans:
+        for r in read_transfer(cfg, runs_dir, data_root)["rounds"]:
+            paid.update(r)
+    return len(paid)
+
+
+def _queries(t: Teacher, sent_before: int, sent_attacks: int | None, paid: int,
              probed: bool, scored: int) -> dict[str, Any]:
     """Images sent to the teacher: ``attacks`` (probe and training images), ``scoring`` (the test
     split, when the teacher itself is scored) and their ``total``. A URL teacher's are its
@@ -309,6 +392,6 @@ def _queries(t: Teacher, sent_before: int, sent_attacks: int | None, budget: int
                 "scoring": sent_total - sent_attacks,
                 "counted": "images the server answered to this audit (answers already in the "
                            "cache are not sent again)"}
-    attacks = int(probed) + min(budget - 1, pool)
+    attacks = int(probed) + paid
     return {"total": attacks + scored, "attacks": attacks, "scoring": scored,
-            "counted": "one per distinct image asked (probe, transfer set, test split)"}
+            "counted": "one per distinct image asked (probe, paid images, test split)"}

@@ -132,7 +132,7 @@ def defence_entry(defence: DefenceConfig | None, attacks: list[dict[str, Any]],
     return {"defence": None if defence is None else defence.model_dump(mode="json"),
             "label": "none" if defence is None else defence.label(),
             "utility": {"accuracy": None, "agreement": None, "ece": None} if util is None else util,
-            "best_attack": best["method"], "best_attack_accuracy_mean": best["accuracy_mean"],
+            "best_attack": best["attack"], "best_attack_accuracy_mean": best["accuracy_mean"],
             "best_attack_accuracy_ci": best["accuracy_ci"],
             "protection_mean": protection, "protection_ci": ci,
             "protection_interval": "95% Welch t over the per-seed accuracies of the two best "

@@ -33,9 +33,11 @@ def interval(values: Sequence[float], lo: float = 0.0, hi: float = 100.0
 
 def summarise(method: str, arch: str, budget: int, seeds: Sequence[int], accuracy: Sequence[float],
               agreement: Sequence[float] | None, teacher_accuracy: float | None,
-              run_ids: Sequence[str], run_dirs: Sequence[str]) -> dict[str, Any]:
-    """One attack at one budget over its seeds: accuracy and agreement (percent) as mean and 95 %
-    interval (``accuracy_half_width``: the interval's half-width before clipping),
+              run_ids: Sequence[str], run_dirs: Sequence[str], strategy: str = "random"
+              ) -> dict[str, Any]:
+    """One attack (``method`` with the query ``strategy``; ``attack``: its label, the method's
+    name alone for ``random``) at one budget over its seeds: accuracy and agreement (percent) as
+    mean and 95 % interval (``accuracy_half_width``: the interval's half-width before clipping),
     ``fraction_of_teacher`` (a fraction; None when the teacher was not scored) and the
     students' run ids and folders, in the order of ``seeds``."""
     acc_mean, acc_ci = interval(accuracy)
@@ -45,13 +47,19 @@ def summarise(method: str, arch: str, budget: int, seeds: Sequence[int], accurac
     if teacher_accuracy:  # unknown (not scored) or zero: no fraction
         frac = acc_mean / teacher_accuracy
         frac_ci = None if acc_ci is None else [v / teacher_accuracy for v in acc_ci]
-    return {"method": method, "arch": arch, "budget": budget, "seeds": list(seeds),
+    return {"attack": attack_label(method, strategy), "method": method, "strategy": strategy,
+            "arch": arch, "budget": budget, "seeds": list(seeds),
             "accuracy_mean": acc_mean, "accuracy_ci": acc_ci, "accuracy_half_width": acc_half,
             "accuracy": list(accuracy),
             "agreement_mean": agr_mean, "agreement_ci": agr_ci,
             "agreement": None if agreement is None else list(agreement),
             "fraction_of_teacher": frac, "fraction_of_teacher_ci": frac_ci,
             "run_ids": list(run_ids), "run_dirs": list(run_dirs)}
+
+
+def attack_label(method: str, strategy: str) -> str:
+    """``kd`` (random queries) or ``kd+uncertainty``."""
+    return method if strategy == "random" else f"{method}+{strategy}"
 
 
 def half_width(entry: dict[str, Any]) -> float:
@@ -69,7 +77,7 @@ def plateau(curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
     curve has not reached a plateau at the budget audited. ``still_rising`` is None with fewer than
     two budgets (nothing to compare)."""
     pts = sorted(curve, key=lambda e: e["budget"])
-    method = pts[-1]["method"] if pts else None
+    method = pts[-1]["attack"] if pts else None
     if len(pts) < 2:
         return {"method": method, "still_rising": None, "from_budget": None,
                 "to_budget": pts[-1]["budget"] if pts else None, "rise": None, "half_width": None}
@@ -97,11 +105,11 @@ def verdict_text(best: dict[str, Any], teacher_accuracy: float | None, stealable
     over = f"95% interval over {n} seeds" if n > 1 else "one seed"
     acc = _pct(best["accuracy_mean"], best["accuracy_ci"])
     if teacher_accuracy is None or best["fraction_of_teacher"] is None:
-        return (f"with {budget} queries a thief reaches {acc} test accuracy ({best['method']}, "
+        return (f"with {budget} queries a thief reaches {acc} test accuracy ({best['attack']}, "
                 f"{over}); the teacher was not scored, so there is no comparison with its "
                 f"accuracy")
     frac = _pct(best["fraction_of_teacher"], best["fraction_of_teacher_ci"], 100.0)
-    detail = f"{best['method']}: {acc} test accuracy against your {teacher_accuracy:.1f}%, {over}"
+    detail = f"{best['attack']}: {acc} test accuracy against your {teacher_accuracy:.1f}%, {over}"
     if stealable:
         return f"stealable: with {budget} queries a thief reaches {frac} of your accuracy ({detail})"
     return (f"not stolen at {budget} queries: the best attack reaches {frac} of your accuracy "
@@ -125,8 +133,8 @@ def write_report(doc: dict[str, Any], out: Path) -> None:
 
     curve, teacher = doc["curve"], doc["teacher"]
     budgets = sorted({c["budget"] for c in curve})
-    methods = list(dict.fromkeys(c["method"] for c in curve))
-    by = {(c["method"], c["budget"]): c for c in curve}
+    methods = list(dict.fromkeys(c["attack"] for c in curve))
+    by = {(c["attack"], c["budget"]): c for c in curve}
     series = {m: [by[(m, b)]["accuracy_mean"] for b in budgets] for m in methods}
     errors = {m: [half_width(by[(m, b)]) or None for b in budgets] for m in methods}
     if teacher["accuracy"] is not None:
@@ -147,7 +155,7 @@ def write_report(doc: dict[str, Any], out: Path) -> None:
              f"attacks, probe included, {q['scoring']} to score it on the test set; {q['counted']}).",
              "", "| attack | student | accuracy (%) | agreement with teacher (%) | fraction of "
              "teacher (%) | seeds | budget |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {a['method']} | {a['arch']} | {_cell(a['accuracy_mean'], a['accuracy_ci'])} | "
+    lines += [f"| {a['attack']} | {a['arch']} | {_cell(a['accuracy_mean'], a['accuracy_ci'])} | "
               f"{_cell(a['agreement_mean'], a['agreement_ci'])} | "
               f"{_cell(a['fraction_of_teacher'], a['fraction_of_teacher_ci'], 100.0)} | "
               f"{len(a['seeds'])} | {a['budget']} |" for a in doc["attacks"]]
@@ -161,15 +169,18 @@ def write_report(doc: dict[str, Any], out: Path) -> None:
     lines += ["", "## Accuracy vs queries", "",
               "| attack | budget | accuracy (%) | agreement (%) | fraction of teacher (%) |",
               "|---|---|---|---|---|"]
-    lines += [f"| {c['method']} | {c['budget']} | {_cell(c['accuracy_mean'], c['accuracy_ci'])} | "
+    lines += [f"| {c['attack']} | {c['budget']} | {_cell(c['accuracy_mean'], c['accuracy_ci'])} | "
               f"{_cell(c['agreement_mean'], c['agreement_ci'])} | "
               f"{_cell(c['fraction_of_teacher'], c['fraction_of_teacher_ci'], 100.0)} |"
               for c in curve]
     lines += defence_markdown(doc.get("defences") or [], doc["budget"])
     lines += ["", "![accuracy vs queries](curve.png)", "",
-              "Accuracy: the student's last checkpoint on the test set, mean [95% Student-t interval] "
-              "over the seeds; agreement: top-1 agreement with the teacher on the test set; fraction "
-              "of teacher: accuracy / the teacher's accuracy; budget: images each attack may send "
-              "(one probe plus its training images; every seed learns from the same images). "
-              "Students learn from the teacher's answers only (no labels).", ""]
+              "Accuracy: the student's checkpoint chosen on held-out paid answers (never the test "
+              "set), scored once on the test set, mean [95% Student-t interval] over the seeds; "
+              "agreement: top-1 agreement with the teacher on the test set; fraction of teacher: "
+              "accuracy / the teacher's accuracy; budget: images each attack may send (one probe "
+              "plus the images its query strategy picked; every attack and seed of a strategy "
+              "learns from the same images). Students learn from the teacher's answers only (no "
+              "labels); `kd+uncertainty` is KD on images picked by the `uncertainty` strategy.",
+              ""]
     (out / "report.md").write_text("\n".join(lines))

@@ -26,20 +26,19 @@ from pydantic import (
 )
 
 from undistill.config_teachers import ClientConfig, ExternalTeacherConfig, InputSpec, StrictModel
+from undistill.config_thief import ThiefConfig
 from undistill.defences.base import DefenceConfig
 from undistill.exceptions import UndistillError
 from undistill.optim import OptimConfig
 
 M = TypeVar("M", bound=BaseModel)
 __all__ = ["ClientConfig", "ConfigError", "DataConfig", "ExternalTeacherConfig", "InputSpec",
-           "MethodConfig", "ModelConfig", "RunConfig", "Runtime", "apply_overrides", "builtin_specs",
-           "load_config", "load_spec", "parse_config"]
+           "MethodConfig", "ModelConfig", "RunConfig", "Runtime", "ThiefConfig", "apply_overrides",
+           "builtin_specs", "load_config", "load_spec", "parse_config"]
 
 
 class ConfigError(UndistillError, ValueError):
     """An invalid configuration; the message names each offending field."""
-
-
 
 
 class DataConfig(StrictModel):
@@ -138,6 +137,8 @@ class RunConfig(StrictModel):
     budget: int | None = Field(None, ge=2, description="images the teacher may be asked about: "
                                "one probe plus the first budget-1 training images, the student's "
                                "whole training set (augmentation off)")
+    thief: ThiefConfig | None = Field(None, description="with a budget: how the thief picks, asks "
+                                      "about and learns from its paid images (undistill.thief)")
     seed: int = 0
     stop_at_acc: float | None = Field(None, gt=0.0, le=100.0, description="stop at the first epoch "
                                       "whose evaluation accuracy (%) reaches this (Nasty-ES)")
@@ -190,7 +191,10 @@ class RunConfig(StrictModel):
                 raise ValueError("budget: a query budget needs a teacher to query")
             if self.data.augment:
                 raise ValueError("data.augment: a budgeted attack asks about each image once; "
-                                 "set data.augment=false")
+                                 "set data.augment=false (thief.augment augments paid images)")
+        if self.thief is not None and (self.budget is None or self.data.labels):
+            raise ValueError("thief: a thief spends a query budget without labels; give budget "
+                             "and data.labels=false")
         return self
 
     @property

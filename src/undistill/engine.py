@@ -93,10 +93,21 @@ def build_method(cfg: RunConfig, runtime: Runtime, device: torch.device) -> tupl
         from undistill.teachers.opener import Opener
 
         opener = Opener()
-    teacher = load_teacher(cfg, runtime.runs_dir, runtime.data_root, device, opener=opener)
+    teacher: Any = load_teacher(cfg, runtime.runs_dir, runtime.data_root, device, opener=opener)
+    if cfg.thief is not None:  # pay for the transfer set once; the method reads stored answers
+        from undistill.thief import prepare
+
+        views, teacher = prepare(cfg, runtime, teacher, device,
+                                 train=lambda selector: train_run(selector, runtime))
     cls = METHODS.get(cfg.method.name)
     method = cls(student, teacher, cls.Params(**cfg.method.params))
-    return method.to(device), views
+    method = method.to(device)
+    if views.unpaid is not None:
+        from undistill.data.unpaid import UnpaidPool
+
+        ds = views.dataset
+        method.attach_unpaid(UnpaidPool(views.unpaid.to(device), ds.mean, ds.std, ds.augment))
+    return method, views
 
 
 @dataclass
@@ -143,6 +154,8 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     status = "complete"
     if _reached_target(cfg, progress.history):  # killed between its last checkpoint and result
         progress.start, status = epochs, "stopped_at_acc"
+    elif _out_of_patience(cfg, progress.history):
+        progress.start, status = epochs, "early_stopped"
     s.reporter.start_run(cfg.name or cfg.run_id, epochs * steps, progress.start * steps)
     try:
         for epoch in range(progress.start, epochs):
@@ -158,6 +171,9 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
             s.reporter.epoch(record, epochs)
             if _reached_target(cfg, progress.history):
                 status = "stopped_at_acc"
+                break
+            if _out_of_patience(cfg, progress.history):
+                status = "early_stopped"
                 break
     finally:
         s.reporter.end_run()
@@ -187,14 +203,21 @@ def _start(cfg: RunConfig, runtime: Runtime, reporter: Reporter, out: Path) -> _
         if method.teacher is not None:
             method.teacher.to(device, memory_format=torch.channels_last)
     optimizer, extras = make_optimizers(cfg.optim, method)
+    if ddp.enabled and cfg.thief is not None:
+        raise UndistillError("a thief's run (thief:) trains in one process; run it without "
+                             "torchrun")
     if ddp.enabled:
         check_shardable(int(views.train_labels.numel()), cfg.optim.batch_size, ddp.world)
     ds = views.dataset
+    augment = cfg.data.augment or (cfg.thief is not None and cfg.thief.augment)
     train_loader = DeviceLoader(
         views.train_images.to(device), views.train_labels.to(device),
         batch_size=cfg.optim.batch_size, mean=ds.mean, std=ds.std,
-        augment=ds.augment if cfg.data.augment else None, shuffle=True, drop_last=False,
-        seed=cfg.seed, channels_last=channels_last)
+        augment=ds.augment if augment else None, shuffle=True,
+        drop_last=views.repeat > 1,  # a thief's repeated passes: full batches only (BatchNorm)
+        seed=cfg.seed, channels_last=channels_last, repeat=views.repeat)
+    if (follow := getattr(method.teacher, "follow", None)) is not None:
+        follow(train_loader)  # a thief's stored answers, looked up by the loader's batch
     lo, hi = ddp.shard(int(views.eval_labels.numel()))  # the whole split when not distributed
     eval_loader = DeviceLoader(
         views.eval_images[lo:hi].to(device), views.eval_labels[lo:hi].to(device),
@@ -223,6 +246,16 @@ def _resume(s: _Session) -> _Progress:
 def _reached_target(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
     """Nasty-ES: whether the last epoch's evaluation accuracy reached ``stop_at_acc``."""
     return bool(history) and cfg.stop_at_acc is not None and history[-1]["eval/acc"] >= cfg.stop_at_acc
+
+
+def _out_of_patience(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
+    """A thief's early stop: ``thief.patience`` evaluations since the best one (the first best,
+    as the best checkpoint keeps it)."""
+    patience = None if cfg.thief is None else cfg.thief.patience
+    if patience is None or not history:
+        return False
+    accs = [r["eval/acc"] for r in history]
+    return len(accs) - 1 - accs.index(max(accs)) >= patience
 
 
 def _train_epoch(s: _Session, epoch: int, start: int) -> dict[str, Any]:

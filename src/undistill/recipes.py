@@ -100,11 +100,14 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
             params: dict[str, Any] | None = None, width: float = 1.0, dataset: str | None = None,
             optim: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
             seed: int = 0, name: str = "", external: list[Any] | None = None,
-            budget: int | None = None) -> RunConfig:
+            budget: int | None = None, thief: dict[str, Any] | None = None) -> RunConfig:
     """A stealing student; ``method`` is a registered method name (vanilla takes no teacher).
 
     ``external``: teachers from files or URLs (:class:`~undistill.config.ExternalTeacherConfig`);
-    ``budget``: the query budget (augmentation is then off).
+    ``budget``: the query budget (augmentation is then off); ``thief``: with a budget, a
+    :class:`~undistill.config.ThiefConfig` dict (query strategy, rounds, steps, ...); the student
+    then trains for ``thief.steps`` steps (:func:`undistill.thief.thief_optim`), not ``optim``'s
+    epochs.
 
     Parameters default to the method's protocol values for the dataset and student
     (``Method.defaults_for``). Data-free methods go to :func:`data_free_student` (``dataset``
@@ -139,6 +142,13 @@ def student(teachers: list[RunConfig] | RunConfig | None, arch: str, method: str
     if budget is not None:
         d["budget"] = budget
         d["data"]["augment"] = False
+    if thief is not None:
+        from undistill.thief import thief_optim
+
+        if budget is None:
+            raise ValueError("thief: a thief spends a query budget; give budget too")
+        d["thief"] = thief
+        d["optim"] = thief_optim(d["optim"], thief, budget)
     return parse_config(d)
 
 

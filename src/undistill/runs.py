@@ -154,7 +154,9 @@ class DataViews:
     train_labels: torch.Tensor
     eval_images: torch.Tensor
     eval_labels: torch.Tensor
-    eval_split: str  # "test", or "val" when a validation split is carved out
+    eval_split: str  # "test", "val" when a validation split is carved out, "paid-holdout" (thief)
+    repeat: int = 1  # passes over the training images per epoch (a thief's small transfer set)
+    unpaid: torch.Tensor | None = None  # a thief's pool images it did not pay for
 
 
 def data_views(cfg: DataConfig, data_root: Path | None, limit: int | None = None) -> DataViews:
@@ -189,11 +191,12 @@ def build_student(cfg: RunConfig, ds: ImageDataset) -> ZooModel:
 
 def resolve_checkpoint(cfg: RunConfig, which: str = "auto") -> str:
     """"best" or "last": "auto" is the checkpoint a run releases as a teacher -- its best epoch
-    when that was chosen on a validation split, else its last (never one picked on test)."""
+    when that was chosen on a validation split (or a thief's held-out paid answers), else its
+    last (never one picked on test)."""
     if which not in ("auto", "best", "last"):
         raise ValueError(f"which must be auto, best or last, got {which!r}")
-    if which == "auto":
-        return "best" if cfg.data.val_fraction > 0 else "last"
+    if which == "auto":  # a thief's best is chosen on its held-out paid answers
+        return "best" if cfg.data.val_fraction > 0 or cfg.thief is not None else "last"
     return which
 
 

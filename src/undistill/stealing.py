@@ -68,7 +68,8 @@ def student_config(teacher: Teacher, dataset: str, arch: str = "cnn", method: st
                    budget: int | None = None, width: float = 1.0, labels: bool = True,
                    epochs: int | None = None, params: dict[str, Any] | None = None,
                    seed: int = 0, sets: list[str] | None = None, name: str = "",
-                   client: dict[str, Any] | None = None) -> RunConfig:
+                   client: dict[str, Any] | None = None,
+                   thief: dict[str, Any] | None = None) -> RunConfig:
     from undistill.presets import optim_preset
     from undistill.recipes import student, with_overrides
 
@@ -83,8 +84,15 @@ def student_config(teacher: Teacher, dataset: str, arch: str = "cnn", method: st
         o = optim_preset(dataset, arch)
         optim = {"epochs": epochs, "milestones": [m for m in o["milestones"] if m < epochs]}
     cfg = student(runs, arch, method, params, width=width, dataset=dataset, optim=optim,
-                  data={"labels": labels}, seed=seed, name=name, external=external, budget=budget)
-    return with_overrides(cfg, sets)
+                  data={"labels": labels}, seed=seed, name=name, external=external, budget=budget,
+                  thief=thief)
+    cfg = with_overrides(cfg, sets)
+    if cfg.thief is not None:  # its steps at the batch size the overrides left
+        from undistill.thief import thief_optim
+
+        optim = thief_optim(cfg.optim.model_dump(), cfg.thief.model_dump(), cfg.budget or 2)
+        cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update=optim)})
+    return cfg
 
 
 def steal_external(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn",

@@ -92,7 +92,8 @@ def inspect(teacher: str, dataset: str, *, reference: str | None = None,
 def audit(teacher: str, dataset: str, *, arch: str = "cnn", budget: int = 1000,
           out_dir: Path = Path("audit"), runs_dir: Path | None = None,
           methods: Sequence[str] = DEFAULT_METHODS, curve_points: int = 4,
-          epochs: int | None = None, width: float = 1.0, seed: int = 0, seeds: int = 3,
+          strategies: Sequence[str] = ("random",), thief: dict[str, Any] | None = None,
+          width: float = 1.0, seed: int = 0, seeds: int = 3,
           score: bool = True, score_with: str | Path | None = None,
           sets: list[str] | None = None, data_root: Path | None = None, device: str = "auto",
           progress: bool = False, spec: dict[str, Any] | None = None,
@@ -103,14 +104,17 @@ def audit(teacher: str, dataset: str, *, arch: str = "cnn", budget: int = 1000,
     budget of an accuracy-vs-queries curve and for ``seeds`` seeds (mean and 95 % interval), and
     a verdict; writes audit.json, report.md and curve.png to ``out_dir`` (students and the answer
     cache in ``runs_dir``, default OUT/runs) and returns audit.json's document
-    (:func:`undistill.audit.audit`). ``score=False`` does not score the teacher on the test set;
-    ``score_with`` scores a local copy of it instead (a paid API is then charged the budget
-    alone); ``defences`` (``--defence`` specs or defence configs) are audited too: utility against
-    protection, one row each (audit.json's ``defences``)."""
+    (:func:`undistill.audit.audit`). ``strategies``: query strategies (:mod:`undistill.queries`),
+    each with every method; ``thief``: :class:`~undistill.config.ThiefConfig` settings (``steps``,
+    ``augment``, ``holdout``, ``patience``, ``rounds``). ``score=False`` does not score the
+    teacher on the test set; ``score_with`` scores a local copy of it instead (a paid API is
+    then charged the budget alone); ``defences`` (``--defence`` specs or defence configs) are
+    audited too: utility against protection, one row each (audit.json's ``defences``)."""
     from undistill.audit import audit as run_audit
 
     return run_audit(teacher, dataset, arch, budget, out_dir, data_root=data_root,
-                     methods=list(methods), curve_points=curve_points, epochs=epochs, width=width,
+                     methods=list(methods), curve_points=curve_points,
+                     strategies=list(strategies), thief=thief, width=width,
                      seed=seed, seeds=seeds, score=score, score_with=score_with, sets=sets,
                      device=device, progress=progress, runs_dir=runs_dir, spec=spec,
                      teacher_arch=teacher_arch, teacher_width=teacher_width,

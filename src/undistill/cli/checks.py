@@ -91,6 +91,17 @@ def attacks_problem(methods: str) -> str | None:
     return None
 
 
+def strategies_problem(strategies: str) -> str | None:
+    """What is wrong with ``audit --strategies`` (comma-separated query strategies)."""
+    from undistill.audit import check_strategies
+
+    try:
+        check_strategies([q.strip() for q in strategies.split(",") if q.strip()])
+    except ConfigError as e:
+        return str(e).removeprefix("strategies: ")
+    return None
+
+
 def local_copy_problem(source: str) -> str | None:
     """What is wrong with ``audit --score-with`` (a local copy of the model, not a URL)."""
     if source.startswith(("http://", "https://")):
@@ -145,7 +156,7 @@ RULES: dict[str, Rule] = {
     # attacks and audits
     "budget": at_least(2), "curve_points": at_least(1), "temperature": above(0),
     "methods": attacks_problem, "seeds": at_least(1), "score_with": local_copy_problem,
-    "defences": defence_problem,
+    "defences": defence_problem, "strategies": strategies_problem, "steps": at_least(1),
     # input conventions of a teacher
     "input_size": at_least(1), "input_channels": at_least(1), "num_classes": at_least(2),
     "teacher_width": between(0, 4, open_lo=True), "teacher": url_problem, "reference": url_problem,

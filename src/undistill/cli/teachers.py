@@ -21,7 +21,6 @@ from undistill.cli.options import (
     Progress,
     Sets,
     StudentArch,
-    StudentEpochs,
     StudentWidth,
     TeacherSource,
     client,
@@ -128,7 +127,15 @@ def audit(
         "--defence", help="also audit the model behind this output defence (repeatable), as YAML "
                           "'{name: topk, params: {k: 1}}' or a name (labels); one table: utility "
                           "against protection (docs/defences.md)")] = None,
-    epochs: StudentEpochs = None,
+    strategies: Annotated[str, typer.Option(
+        "--strategies", help="query strategies, comma-separated (random, knockoff, uncertainty, "
+                             "k-center): each with every attack")] = "random",
+    steps: Annotated[int | None, typer.Option(help="optimisation steps of every student "
+                                              "(default 3000; early stopping on held-out paid "
+                                              "answers may end it sooner)")] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="students learn from "
+                                          "augmented views of the paid images (no extra "
+                                          "queries)")] = True,
     width: StudentWidth = 1.0,
     seed: int = 0,
     sets: Sets = None,
@@ -140,7 +147,7 @@ def audit(
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
-    """Can this model be stolen? KD, HTC, Skeptical and hard-label attacks at a query budget."""
+    """Can this model be stolen? Label-free attacks at a query budget, with query strategies."""
     from undistill.audit import check_budget
     from undistill.audit_defences import HEADER, parse_defences, table_rows
     from undistill.config import ConfigError
@@ -152,7 +159,9 @@ def audit(
     parse_defences(defences, CLASS_COUNTS.get(dataset))  # before the teacher opens
     check_budget(budget, dataset, sets, data_root, name="--budget")
     doc = api.audit(teacher, dataset, arch=arch, budget=budget, out_dir=out_dir, runs_dir=runs_dir,
-                    methods=split_methods(methods), curve_points=curve_points, epochs=epochs,
+                    methods=split_methods(methods), curve_points=curve_points,
+                    strategies=[q.strip() for q in strategies.split(",") if q.strip()],
+                    thief={"augment": augment, **({} if steps is None else {"steps": steps})},
                     width=width, seed=seed, seeds=seeds, score=score, score_with=score_with,
                     sets=sets, data_root=data_root, device=device, progress=progress, spec=spec,
                     defences=defences, **model, **client)

@@ -27,7 +27,8 @@ class DeviceLoader:
     """Shuffled, augmented, normalised batches of uint8 images held on one device.
 
     ``epoch(e)`` yields ``(images float [B, C, H, W], labels int64 [B])``; ``len()`` is the number
-    of batches per epoch.
+    of batches per epoch. ``repeat``: an epoch passes over the images that many times (each pass in
+    its own order), so a tiny set still makes an epoch of many steps.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class DeviceLoader:
         drop_last: bool,
         seed: int,
         channels_last: bool = False,
+        repeat: int = 1,
     ) -> None:
         if images_uint8.dim() != 4:
             raise ValueError(f"images must be [N, C, H, W], got {tuple(images_uint8.shape)}")
@@ -57,6 +59,8 @@ class DeviceLoader:
             raise ValueError(f"{len(mean)} means / {len(std)} stds for {channels} channels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if repeat < 1:
+            raise ValueError(f"repeat must be positive, got {repeat}")
         self.images = images_uint8
         self.labels = labels.long()
         self.batch_size = batch_size
@@ -67,6 +71,10 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.channels_last = channels_last
+        self.repeat = repeat
+        #: indices (into ``images``) of the batch last yielded: a teacher that answers from a
+        #: table of stored answers (:class:`undistill.thief.PaidAnswers`) follows it
+        self.last_index: torch.Tensor | None = None
         self._mean = torch.tensor(self.mean, dtype=torch.float32, device=images_uint8.device)
         self._std = torch.tensor(self.std, dtype=torch.float32, device=images_uint8.device)
 
@@ -79,9 +87,10 @@ class DeviceLoader:
         return self.images.device
 
     def __len__(self) -> int:
+        n = self.num_samples * self.repeat
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of epoch ``epoch``; a function of (seed, epoch) only."""
@@ -89,11 +98,13 @@ class DeviceLoader:
         generator.manual_seed(epoch_seed(self.seed, epoch))
         n = self.num_samples
         if self.shuffle:
-            order = torch.randperm(n, generator=generator, device=self.device)
+            order = torch.cat([torch.randperm(n, generator=generator, device=self.device)
+                               for _ in range(self.repeat)])
         else:
-            order = torch.arange(n, device=self.device)
+            order = torch.arange(n, device=self.device).repeat(self.repeat)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            self.last_index = idx
             x = self.images[idx]
             if self.augment is not None:
                 x = augment_batch(x, self.augment, generator)

@@ -21,6 +21,7 @@ from undistill.models import ZooModel
 from undistill.registry import Registry
 
 if TYPE_CHECKING:
+    from undistill.data.unpaid import UnpaidPool
     from undistill.optim import OptimConfig
 
 
@@ -231,6 +232,11 @@ class Method(nn.Module):
         (``dafl.py``: the generator's Adam).
         """
         return {}
+
+    def attach_unpaid(self, pool: UnpaidPool) -> None:
+        """Images a query-budgeted thief holds but did not pay for (:class:`~undistill.data.unpaid.
+        UnpaidPool`), handed over by the engine before training; a semi-supervised scheme learns
+        from them (``methods/semi.py``). Ignored by default."""
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Logits the run is evaluated on (the student's own head by default)."""
