@@ -138,6 +138,7 @@ def test_inspect_reference_url_is_checked_too(model_file: Path) -> None:
     ("--steps", "0", ["--steps", "at least 1"]),
     ("--strategies", "uncertainty,psychic", ["--strategies", "psychic", "k-center", "knockoff"]),
     ("--strategies", "random,random", ["--strategies", "'random'", "twice"]),
+    ("--query-data", "nowhere:/x", ["--query-data", "nowhere", "folder"]),
     ("--width", "0", ["--width", "(0, 4]"]),
     ("--width", "-1", ["--width", "(0, 4]"]),
     ("--width", "5", ["--width", "(0, 4]"]),

@@ -89,6 +89,10 @@ def test_patience_counts_evaluations_since_the_first_best() -> None:
     h = [{"eval/acc": a} for a in (50, 60, 60, 55)]
     assert not _out_of_patience(cfg, h[:3]) and _out_of_patience(cfg, h)
     assert not _out_of_patience(cfg.model_copy(update={"thief": None}), h)
+    # a tie in agreement goes to the lower held-out cross-entropy (small held-out sets tie often)
+    tied = [{"eval/acc": 60, "eval/loss": v} for v in (1.0, 0.8, 0.9, 0.95)]
+    assert not _out_of_patience(cfg, tied[:3]) and _out_of_patience(cfg, tied)
+    assert _out_of_patience(cfg, [{"eval/acc": 60, "eval/loss": 0.8}, *tied[2:]])
 
 
 @pytest.fixture
@@ -161,3 +165,43 @@ def test_a_semi_supervised_thief_gets_the_images_it_did_not_pay_for(thief_setup,
     assert seen["n"] == pool - 120
     assert "train/unpaid" in json.loads(
         (Path(result.run_dir) / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_the_thiefs_own_query_data_is_its_pool(thief_setup) -> None:
+    from undistill.thief_pool import convert, register_arrays
+
+    config, runtime = thief_setup
+    rng = torch.Generator().manual_seed(0)
+    mine = torch.randint(0, 256, (300, 16, 16, 3), generator=rng, dtype=torch.uint8)  # NHWC, RGB
+    name = register_arrays(mine.numpy())
+    assert name.startswith("arrays-") and register_arrays(mine) == name
+    cfg = config(budget=101, query_data=name)
+    other = config(budget=101, query_data=register_arrays(mine[:200]))
+    assert cfg.run_id != other.run_id != config(budget=101).run_id
+    # where the data lives is not its identity; its contents are
+    assert config(budget=101, query_data=name, query_root="/elsewhere").run_id == cfg.run_id
+    seen = {}
+    from undistill import thief as thief_mod
+
+    original = thief_mod.ask
+
+    def spy(teacher, images, *args):
+        seen.setdefault("asked", []).append(images.clone())
+        return original(teacher, images, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(thief_mod, "ask", spy)
+        result = train_run(cfg, runtime)
+    paid = json.loads((Path(result.run_dir) / TRANSFER).read_text())["rounds"][0]
+    pool = convert(mine.permute(0, 3, 1, 2), 1, 8)  # digits: grey 8x8
+    assert torch.equal(seen["asked"][-1], pool[torch.tensor(paid)])
+    assert max(paid) < 300 and len(paid) == 100
+
+
+def test_query_data_errors_are_one_line() -> None:
+    from undistill.thief_pool import register_arrays
+
+    with pytest.raises(ValueError, match="uint8"):
+        register_arrays(torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="unknown dataset 'nowhere'"):
+        ThiefConfig(query_data="nowhere")

@@ -215,7 +215,8 @@ class RunConfig(StrictModel):
         existing runs unchanged. Changing a default value is therefore a breaking change.
         Method parameters are stored with their defaults filled in, so they always count.
         """
-        d = self.model_dump(mode="json", exclude={"name", "teachers"}, exclude_defaults=True)
+        d = self.model_dump(mode="json", exclude={"name": True, "teachers": True,  # type: ignore[arg-type]
+                                                  "thief": {"query_root"}}, exclude_defaults=True)
         d["data"]["name"] = self.data.name
         d["model"]["arch"] = self.model.arch
         d["method"] = {"name": self.method.name, "params": self.method.params}

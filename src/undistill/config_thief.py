@@ -33,6 +33,25 @@ class ThiefConfig(StrictModel):
     patience: int | None = Field(8, ge=1, description="stop after this many evaluations without "
                                  "a better held-out agreement (None: train all the steps)")
 
+    query_data: str | None = Field(None, description="the thief's own pool: a registered dataset "
+                                   "(folder, cifar10-jpeg, fashion-mnist, ...) or arrays "
+                                   "registered from Python, whose training images (never its "
+                                   "labels) it queries instead of the victim's training split")
+    query_root: str | None = Field(None, description="where query_data lives (its data root); "
+                                   "not part of the identity, its fingerprint is")
+    query_fingerprint: str = Field("", pattern=r"^([0-9a-f]{16})?$", description="content "
+                                   "fingerprint of query_data, filled in at launch")
+
+    @field_validator("query_data")
+    @classmethod
+    def _known_query_data(cls, v: str | None) -> str | None:
+        from undistill.data import DATASETS
+
+        if v is not None and v not in DATASETS and not v.startswith("arrays-"):
+            raise ValueError(f"unknown dataset {v!r} for query data; known: "
+                             f"{', '.join(DATASETS.names())}, or arrays registered from Python")
+        return v
+
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:

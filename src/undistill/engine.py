@@ -163,7 +163,9 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
             record = {**{k: v for k, v in trained.items() if k not in TIMING_KEYS},
                       **_evaluate_epoch(s), **{k: trained[k] for k in TIMING_KEYS},
                       "compute": ComputePath(s.bf16, s.channels_last).name}
-            improved = record["eval/acc"] > progress.best_acc
+            improved = (record["eval/acc"] > progress.best_acc if cfg.thief is None else
+                        _thief_key(record) > _thief_key(progress.history[progress.best_epoch])
+                        if progress.best_epoch >= 0 else True)
             if improved:
                 progress.best_acc, progress.best_epoch = record["eval/acc"], epoch
             progress.history.append(record)
@@ -249,13 +251,19 @@ def _reached_target(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
 
 
 def _out_of_patience(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
-    """A thief's early stop: ``thief.patience`` evaluations since the best one (the first best,
-    as the best checkpoint keeps it)."""
+    """A thief's early stop: ``thief.patience`` evaluations since the best one (:func:`_thief_key`;
+    the first best, as the best checkpoint keeps it)."""
     patience = None if cfg.thief is None else cfg.thief.patience
     if patience is None or not history:
         return False
-    accs = [r["eval/acc"] for r in history]
-    return len(accs) - 1 - accs.index(max(accs)) >= patience
+    keys = [_thief_key(r) for r in history]
+    return len(keys) - 1 - keys.index(max(keys)) >= patience
+
+
+def _thief_key(record: dict[str, Any]) -> tuple[float, float]:
+    """How a thief's epochs compare: agreement on the held-out paid answers, then the lower
+    cross-entropy against them (a small held-out set ties often)."""
+    return record["eval/acc"], -record.get("eval/loss", 0.0)
 
 
 def _train_epoch(s: _Session, epoch: int, start: int) -> dict[str, Any]:

@@ -111,7 +111,18 @@ def bind_data(cfg: RunConfig, data_root: Path | None) -> RunConfig:
                 f"run {c.run_id} was trained on {c.data.name} files with fingerprint "
                 f"{c.data.fingerprint}, but {where} holds files with fingerprint {fp or '(default)'}:"
                 f" pass the --data-root it was trained with")
+        thief = c.thief
+        if thief is not None and thief.query_data is not None:  # the thief's own query data
+            from undistill.data.arrays import query_fingerprint
+
+            qfp = query_fingerprint(thief.query_data, thief.query_root)
+            if thief.query_fingerprint not in ("", qfp):
+                raise DatasetError(f"run {c.run_id} queried {thief.query_data} files with "
+                                   f"fingerprint {thief.query_fingerprint}, but "
+                                   f"{thief.query_root} holds {qfp or '(default)'}")
+            thief = thief.model_copy(update={"query_fingerprint": qfp})
         return c.model_copy(update={"data": c.data.model_copy(update={"fingerprint": fp}),
+                                    "thief": thief,
                                     "teachers": [bind(t) if isinstance(t, RunConfig) else t
                                                  for t in c.teachers]})
 

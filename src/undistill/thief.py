@@ -3,8 +3,9 @@
 A run with a ``budget`` and a ``thief`` (:class:`~undistill.config.ThiefConfig`) is a thief's
 student. Before it trains, :func:`prepare`:
 
-1. picks ``budget - 1`` images of the thief's pool (the training split of the run's data; one
-   more query goes to the probe) with the query strategy (:mod:`undistill.queries`), over
+1. picks ``budget - 1`` images of the thief's pool (the training split of the run's data, or
+   the thief's own ``query_data``: :mod:`undistill.thief_pool`; one more query goes to the
+   probe) with the query strategy (:mod:`undistill.queries`), over
    ``thief.rounds`` rounds whose cumulative sizes double (:func:`round_sizes`). The first round is
    the strategy's own pick when it needs no student (``random``, ``knockoff``) and random
    otherwise; each later round of an active-learning strategy (``uncertainty``, ``k-center``) is
@@ -216,6 +217,10 @@ def prepare(cfg: RunConfig, runtime: Runtime, teacher: Any, device: torch.device
     assert cfg.thief is not None and cfg.budget is not None
     base = data_views(cfg.data, runtime.data_root)
     ds, pool = base.dataset, base.train_images
+    if cfg.thief.query_data is not None:  # the thief's own images, in the victim's format
+        from undistill.thief_pool import query_pool
+
+        pool = query_pool(cfg.thief, ds.channels, ds.image_size)
     if cfg.budget - 1 > pool.shape[0]:
         raise ValueError(f"budget: {cfg.budget} is above the thief's pool of {pool.shape[0]} "
                          f"images (with the probe, at most {pool.shape[0] + 1} queries)")

@@ -102,6 +102,24 @@ def strategies_problem(strategies: str) -> str | None:
     return None
 
 
+def query_option(spec: str | None) -> dict[str, str]:
+    """``--query-data NAME[:ROOT]`` as ``thief`` settings (``query_data``, ``query_root``)."""
+    if spec is None:
+        return {}
+    name, _, root = spec.partition(":")
+    return {"query_data": name.strip(), **({"query_root": root} if root else {})}
+
+
+def query_data_problem(spec: str) -> str | None:
+    """What is wrong with ``audit --query-data`` (a registered dataset, NAME or NAME:ROOT)."""
+    from undistill.data import DATASETS
+
+    name = spec.partition(":")[0].strip()
+    if name not in DATASETS:
+        return f"unknown dataset {name!r}; known: {', '.join(DATASETS.names())}"
+    return None
+
+
 def local_copy_problem(source: str) -> str | None:
     """What is wrong with ``audit --score-with`` (a local copy of the model, not a URL)."""
     if source.startswith(("http://", "https://")):
@@ -157,6 +175,7 @@ RULES: dict[str, Rule] = {
     "budget": at_least(2), "curve_points": at_least(1), "temperature": above(0),
     "methods": attacks_problem, "seeds": at_least(1), "score_with": local_copy_problem,
     "defences": defence_problem, "strategies": strategies_problem, "steps": at_least(1),
+    "query_data": query_data_problem,
     # input conventions of a teacher
     "input_size": at_least(1), "input_channels": at_least(1), "num_classes": at_least(2),
     "teacher_width": between(0, 4, open_lo=True), "teacher": url_problem, "reference": url_problem,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from undistill import api
-from undistill.cli.checks import api_key, split_methods
+from undistill.cli.checks import api_key, query_option, split_methods
 from undistill.cli.options import (
     ApiKeyEnv,
     DataRoot,
@@ -133,6 +133,10 @@ def audit(
     steps: Annotated[int | None, typer.Option(help="optimisation steps of every student "
                                               "(default 3000; early stopping on held-out paid "
                                               "answers may end it sooner)")] = None,
+    query_data: Annotated[str | None, typer.Option(
+        "--query-data", help="the thief's own images instead of DATASET's training split: a "
+                             "registered dataset, NAME or NAME:ROOT (e.g. folder:/my/images, "
+                             "a train/<class>/ tree whose labels are never read)")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="students learn from "
                                           "augmented views of the paid images (no extra "
                                           "queries)")] = True,
@@ -161,7 +165,8 @@ def audit(
     doc = api.audit(teacher, dataset, arch=arch, budget=budget, out_dir=out_dir, runs_dir=runs_dir,
                     methods=split_methods(methods), curve_points=curve_points,
                     strategies=[q.strip() for q in strategies.split(",") if q.strip()],
-                    thief={"augment": augment, **({} if steps is None else {"steps": steps})},
+                    thief={"augment": augment, **({} if steps is None else {"steps": steps}),
+                           **query_option(query_data)},
                     width=width, seed=seed, seeds=seeds, score=score, score_with=score_with,
                     sets=sets, data_root=data_root, device=device, progress=progress, spec=spec,
                     defences=defences, **model, **client)
