@@ -53,6 +53,7 @@ def test_seeds_intervals_fraction_and_a_curve_for_every_attack(model_file: Path,
         ("kd", 16), ("kd", 32), ("hard-label", 16), ("hard-label", 32)]
     assert [a["method"] for a in doc["attacks"]] == ["kd", "hard-label"]
     assert doc["attacks"] == [c for c in doc["curve"] if c["budget"] == 32]
+    assert all(0 <= c["stopped_early"] <= 2 for c in doc["curve"])  # students per entry: 2
     for e in doc["curve"]:
         assert e["seeds"] == [0, 1] and len(set(e["run_ids"])) == 2
         lo, hi = e["accuracy_ci"]

@@ -196,9 +196,11 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
         cfgs = [plans[(a, b, s, *defence)] for s in seed_list]
         scores = [score_run(c) for c in cfgs]
         done = [results[c.run_id] for c in cfgs]
-        return summarise(a[0], arch, b, seed_list, [x for x, _ in scores],
-                         None if t_logits is None else [g for _, g in scores], t_acc,
-                         [r.run_id for r in done], [str(r.run_dir) for r in done], strategy=a[1])
+        e = summarise(a[0], arch, b, seed_list, [x for x, _ in scores],
+                      None if t_logits is None else [g for _, g in scores], t_acc,
+                      [r.run_id for r in done], [str(r.run_dir) for r in done], strategy=a[1])
+        # students that used every step without stopping early may still have been improving
+        return {**e, "stopped_early": sum(r.status == "early_stopped" for r in done)}
 
     curve = [entry(a, b) for a in attacks_ for b in budgets]
     attacks = [c for c in curve if c["budget"] == budget]

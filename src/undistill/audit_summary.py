@@ -166,6 +166,11 @@ def write_report(doc: dict[str, Any], out: Path) -> None:
                   f" between {p['from_budget']} and {p['to_budget']} queries ({p['rise']:+.2f} points, "
                   f"interval half-width {p['half_width']:.2f})"
                   + (": a larger budget would likely steal more." if p["still_rising"] else ".")]
+    busy = [a["attack"] for a in doc["attacks"] if a.get("stopped_early") == 0]
+    if busy:
+        lines += ["", f"Every student of {', '.join(busy)} at {doc['budget']} queries used all its "
+                  f"steps without its held-out agreement levelling off: more steps (`--steps`) "
+                  f"may steal more."]
     lines += ["", "## Accuracy vs queries", "",
               "| attack | budget | accuracy (%) | agreement (%) | fraction of teacher (%) |",
               "|---|---|---|---|---|"]
