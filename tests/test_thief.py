@@ -13,7 +13,7 @@ from conftest import digits_torchscript
 
 from undistill.config import ConfigError, Runtime, ThiefConfig
 from undistill.data import DeviceLoader
-from undistill.engine import _out_of_patience, train_run
+from undistill.engine import train_run
 from undistill.runs import get_dataset, read_result, run_dir
 from undistill.stealing import open_teacher, opener_for, student_config
 from undistill.thief import (
@@ -22,6 +22,7 @@ from undistill.thief import (
     PaidAnswers,
     holdout_size,
     loader_repeat,
+    out_of_patience,
     round_sizes,
     selector_config,
     thief_optim,
@@ -87,12 +88,12 @@ def test_patience_counts_evaluations_since_the_first_best() -> None:
                         "teachers": [{"data": {"name": "digits"}, "model": {"arch": "cnn"}}],
                         "thief": {"patience": 2}})
     h = [{"eval/acc": a} for a in (50, 60, 60, 55)]
-    assert not _out_of_patience(cfg, h[:3]) and _out_of_patience(cfg, h)
-    assert not _out_of_patience(cfg.model_copy(update={"thief": None}), h)
+    assert not out_of_patience(cfg, h[:3]) and out_of_patience(cfg, h)
+    assert not out_of_patience(cfg.model_copy(update={"thief": None}), h)
     # a tie in agreement goes to the lower held-out cross-entropy (small held-out sets tie often)
     tied = [{"eval/acc": 60, "eval/loss": v} for v in (1.0, 0.8, 0.9, 0.95)]
-    assert not _out_of_patience(cfg, tied[:3]) and _out_of_patience(cfg, tied)
-    assert _out_of_patience(cfg, [{"eval/acc": 60, "eval/loss": 0.8}, *tied[2:]])
+    assert not out_of_patience(cfg, tied[:3]) and out_of_patience(cfg, tied)
+    assert out_of_patience(cfg, [{"eval/acc": 60, "eval/loss": 0.8}, *tied[2:]])
 
 
 @pytest.fixture

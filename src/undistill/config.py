@@ -137,8 +137,7 @@ class RunConfig(StrictModel):
     budget: int | None = Field(None, ge=2, description="images the teacher may be asked about: "
                                "one probe plus the first budget-1 training images, the student's "
                                "whole training set (augmentation off)")
-    thief: ThiefConfig | None = Field(None, description="with a budget: how the thief picks, asks "
-                                      "about and learns from its paid images (undistill.thief)")
+    thief: ThiefConfig | None = Field(None, description="with a budget: the thief (undistill.thief)")
     seed: int = 0
     stop_at_acc: float | None = Field(None, gt=0.0, le=100.0, description="stop at the first epoch "
                                       "whose evaluation accuracy (%) reaches this (Nasty-ES)")
@@ -193,8 +192,7 @@ class RunConfig(StrictModel):
                 raise ValueError("data.augment: a budgeted attack asks about each image once; "
                                  "set data.augment=false (thief.augment augments paid images)")
         if self.thief is not None and (self.budget is None or self.data.labels):
-            raise ValueError("thief: a thief spends a query budget without labels; give budget "
-                             "and data.labels=false")
+            raise ValueError("thief: a thief spends a budget without labels; give budget, data.labels=false")
         return self
 
     @property
@@ -215,8 +213,8 @@ class RunConfig(StrictModel):
         existing runs unchanged. Changing a default value is therefore a breaking change.
         Method parameters are stored with their defaults filled in, so they always count.
         """
-        d = self.model_dump(mode="json", exclude={"name": True, "teachers": True,  # type: ignore[arg-type]
-                                                  "thief": {"query_root"}}, exclude_defaults=True)
+        skip: Any = {"name": True, "teachers": True, "thief": {"query_root"}}  # root: not content
+        d = self.model_dump(mode="json", exclude=skip, exclude_defaults=True)
         d["data"]["name"] = self.data.name
         d["model"]["arch"] = self.model.arch
         d["method"] = {"name": self.method.name, "params": self.method.params}

@@ -69,6 +69,7 @@ from undistill.runs import (
 )
 from undistill.steps import EVAL_BATCH, evaluate, runtime_formats, train_step
 from undistill.steps import eval_sums as _eval_sums
+from undistill.thief import out_of_patience, thief_key
 
 TIMING_KEYS = ("time_s", "images_per_s")
 
@@ -154,7 +155,7 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     status = "complete"
     if _reached_target(cfg, progress.history):  # killed between its last checkpoint and result
         progress.start, status = epochs, "stopped_at_acc"
-    elif _out_of_patience(cfg, progress.history):
+    elif out_of_patience(cfg, progress.history):
         progress.start, status = epochs, "early_stopped"
     s.reporter.start_run(cfg.name or cfg.run_id, epochs * steps, progress.start * steps)
     try:
@@ -164,7 +165,7 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
                       **_evaluate_epoch(s), **{k: trained[k] for k in TIMING_KEYS},
                       "compute": ComputePath(s.bf16, s.channels_last).name}
             improved = (record["eval/acc"] > progress.best_acc if cfg.thief is None else
-                        _thief_key(record) > _thief_key(progress.history[progress.best_epoch])
+                        thief_key(record) > thief_key(progress.history[progress.best_epoch])
                         if progress.best_epoch >= 0 else True)
             if improved:
                 progress.best_acc, progress.best_epoch = record["eval/acc"], epoch
@@ -174,7 +175,7 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
             if _reached_target(cfg, progress.history):
                 status = "stopped_at_acc"
                 break
-            if _out_of_patience(cfg, progress.history):
+            if out_of_patience(cfg, progress.history):
                 status = "early_stopped"
                 break
     finally:
@@ -248,22 +249,6 @@ def _resume(s: _Session) -> _Progress:
 def _reached_target(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
     """Nasty-ES: whether the last epoch's evaluation accuracy reached ``stop_at_acc``."""
     return bool(history) and cfg.stop_at_acc is not None and history[-1]["eval/acc"] >= cfg.stop_at_acc
-
-
-def _out_of_patience(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
-    """A thief's early stop: ``thief.patience`` evaluations since the best one (:func:`_thief_key`;
-    the first best, as the best checkpoint keeps it)."""
-    patience = None if cfg.thief is None else cfg.thief.patience
-    if patience is None or not history:
-        return False
-    keys = [_thief_key(r) for r in history]
-    return len(keys) - 1 - keys.index(max(keys)) >= patience
-
-
-def _thief_key(record: dict[str, Any]) -> tuple[float, float]:
-    """How a thief's epochs compare: agreement on the held-out paid answers, then the lower
-    cross-entropy against them (a small held-out set ties often)."""
-    return record["eval/acc"], -record.get("eval/loss", 0.0)
 
 
 def _train_epoch(s: _Session, epoch: int, start: int) -> dict[str, Any]:

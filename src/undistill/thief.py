@@ -244,3 +244,19 @@ def prepare(cfg: RunConfig, runtime: Runtime, teacher: Any, device: torch.device
                                        "rounds": [r.tolist() for r in rounds],
                                        "holdout": paid[held].tolist() if h else []})
     return views, PaidAnswers(answers[train].to(device))
+
+
+def out_of_patience(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:
+    """A thief's early stop: ``thief.patience`` evaluations since the best one (:func:`thief_key`;
+    the first best, as the best checkpoint keeps it)."""
+    patience = None if cfg.thief is None else cfg.thief.patience
+    if patience is None or not history:
+        return False
+    keys = [thief_key(r) for r in history]
+    return len(keys) - 1 - keys.index(max(keys)) >= patience
+
+
+def thief_key(record: dict[str, Any]) -> tuple[float, float]:
+    """How a thief's epochs compare: agreement on the held-out paid answers, then the lower
+    cross-entropy against them (a small held-out set ties often)."""
+    return record["eval/acc"], -record.get("eval/loss", 0.0)
