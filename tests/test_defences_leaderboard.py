@@ -69,10 +69,19 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
     assert ("nasty", "scm") in cells and ("labels", "scm") not in cells  # the sequence: nasty only
     for name, r in rows.items():
         best = cells[(name, r["best_attack"])]
-        # the best attack is chosen on validation, and protection is vanilla minus its test accuracy
+        # the best attack is chosen on validation; vanilla minus its test accuracy is a reference
         assert best["val"]["mean"] == max(c["val"]["mean"] for (d, _), c in cells.items() if d == name)
-        assert r["protection"] == pytest.approx(out["vanilla"]["mean"] - r["best_attack_acc"])
+        assert r["vs_vanilla"] == pytest.approx(out["vanilla"]["mean"] - r["best_attack_acc"])
         assert len(cells[(name, "kd")]["grid_val"]) == 2
+        # protection: the undefended release's best attack minus this defence's, paired by seed
+        ref = cells[("none", rows["none"]["best_attack"])]["seeds"]
+        paired = [ref[s]["test"] - best["seeds"][s]["test"] for s in ("0", "1")]
+        assert r["protection"] == pytest.approx(sum(paired) / 2)
+        assert r["protection_ci"][0] <= r["protection"] <= r["protection_ci"][1]
+    assert rows["none"]["protection"] == 0.0 and rows["none"]["protection_ci"] == [0.0, 0.0]
+    assert out["stolen"]["fraction_of_teacher"] == pytest.approx(
+        rows["none"]["best_attack_acc"] / rows["none"]["teacher_acc"])
+    assert out["stolen"]["stolen"] == (out["stolen"]["fraction_of_teacher"] >= 0.85)
     # Nasty KD ES: the nasty training stopped at the SCM release's validation accuracy (Table 6)
     es = json.loads(next((tmp_path / "runs").glob(f"*{cells[('nasty-es', 'kd')]['seeds']['0']['run_id']}"
                                                   "/config.json")).read_text())["config"]["teachers"][0]
@@ -82,10 +91,11 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
     assert rows["labels"]["agreement"] == 100.0 and rows["labels"]["nll"] > rows["none"]["nll"]
     saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
     assert set(saved["rows"][0]) == {"defence", "params", "utility_acc", "agreement", "best_attack",
-                                     "best_attack_acc", "protection"}
+                                     "best_attack_acc", "protection", "protection_ci", "vs_vanilla"}
     assert saved["rows"][0]["defence"] == out["rows"][0]["defence"]
     md = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "| labels | normal |" in md and "Incomplete" not in md
+    assert "a thief with labels" in md and "Vanilla minus best attack" in md
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
     # every run goes through the executor, stage by stage: the victims first (one call), Nasty KD
     # ES, the vanilla students of every seed, then per defence its grid candidates and its seeds
@@ -109,11 +119,35 @@ def test_leaderboard_spec_is_checked(tmp_path: Path) -> None:
         spec(tmp_path / "s.yaml", vanilla="floor")
     with pytest.raises(ValueError, match="names repeat"):
         spec(tmp_path / "s.yaml", defences=[{"name": "a"}, {"name": "a"}])
+    with pytest.raises(ValueError, match="reference"):  # the undefended release must be there
+        spec(tmp_path / "s.yaml", defences=[{"name": "nasty", "model": "nasty"}])
+    with pytest.raises(ValueError, match="reference"):
+        spec(tmp_path / "s.yaml", reference="nasty", defences=[{"name": "none"},
+                                                               {"name": "nasty", "model": "nasty"}])
     with pytest.raises(ValueError, match=r"params.k"):
         spec(tmp_path / "s.yaml", defences=[{"name": "a", "output": {"name": "topk", "params": {"k": 0}}}])
     assert len(load_leaderboard("defences-demo").defences) >= 10
     with pytest.raises(ConfigError, match="unknown leaderboard"):
         load_leaderboard("nope")
+
+
+def test_a_label_free_thief_learns_from_answers_alone(tmp_path: Path) -> None:
+    """student.labels false: every attack but the vanilla reference has no labels and its method's
+    label-free parameters (Skeptical: the teacher's head from the start)."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    board = spec(suite, student={"arch": "cnn", "width": 0.25, "epochs": 1, "labels": False},
+                 attacks=[{"name": "vanilla", "method": "vanilla"}, {"name": "kd", "method": "kd"},
+                          {"name": "skeptical", "method": "skeptical"}])
+    v = victim_plan(board)
+    models = {"normal": v.normal}
+    none = board.defences[0]
+    vanilla, kd, skeptical = (attack_config(board, v, models, d, a, a.grid[0], 0)
+                              for a, d in zip(board.attacks, (None, none, none), strict=True))
+    assert vanilla.data.labels and not kd.data.labels and not skeptical.data.labels
+    assert skeptical.method.params["kd_delay"] == -1
+    labelled = attack_config(spec(suite), v, models, none, board.attacks[2], {}, 0)
+    assert labelled.data.labels and labelled.method.params["kd_delay"] != -1
 
 
 def test_leaderboard_command_writes_the_board_and_names_bad_specs(
@@ -187,8 +221,9 @@ def test_class_counts_come_from_the_dataset_registry(tmp_path: Path) -> None:
     # a leaderboard's defence is checked against them when its student configs are planned
     suite = tmp_path / "tiny.yaml"
     suite.write_text(yaml.safe_dump(SUITE))
-    board = spec(suite, defences=[{"name": "top11", "output": {"name": "topk", "params": {"k": 11}}}])
+    board = spec(suite, defences=[{"name": "none"},
+                                  {"name": "top11", "output": {"name": "topk", "params": {"k": 11}}}])
     v = victim_plan(board)
     kd = board.attacks[1]
     with pytest.raises(ValueError, match=r"defence.params.k: 11 is larger than the 10 classes"):
-        attack_config(board, v, {"normal": v.normal}, board.defences[0], kd, kd.grid[0], 0)
+        attack_config(board, v, {"normal": v.normal}, board.defences[1], kd, kd.grid[0], 0)

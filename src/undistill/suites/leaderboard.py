@@ -4,8 +4,14 @@ For each defence (a released model, optionally behind an output defence):
 
 * utility, on the test split: the released answers' top-1 accuracy, their agreement with the
   undefended (normal) teacher, and the calibration cost (ECE, NLL) honest users see;
-* protection: vanilla accuracy minus the accuracy of the **best** attack's student, the attack
-  (and its hyper-parameters) chosen on a validation split, never on the test set.
+* protection: the accuracy of the **best** attack's student against the undefended release (the
+  spec's ``reference``) minus that of the best attack's student against the defence, paired by
+  seed; each best attack (and its hyper-parameters) chosen on a validation split, never on the
+  test set. The vanilla student (true labels, no teacher) stays as a reference column
+  ("vanilla minus best attack"). With ``student.labels: false`` the thief has no labels, and the
+  board says whether its setting is one where the undefended teacher is actually stolen (best
+  attack at least ``stolen_fraction`` of the normal teacher's test accuracy): only there can the
+  board tell defences apart.
 
 Every student trains on the training split minus a validation split (``val_fraction``); its
 hyper-parameters and the best attack are chosen by the final model's validation accuracy; the
@@ -57,7 +63,7 @@ from undistill.suites.leaderboard_spec import (
 
 __all__ = ["MODELS", "AttackSpec", "DefenceEntry", "LeaderboardSpec", "Model", "StudentSpec", "Victims",
            "applicable", "attack_config", "builtin_leaderboards", "load_leaderboard", "markdown",
-           "pareto_plot", "run_leaderboard", "utility", "victims", "write_outputs"]
+           "pareto_plot", "run_leaderboard", "stolen_regime", "utility", "victims", "write_outputs"]
 
 
 def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None = None
@@ -128,7 +134,9 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
     out: dict[str, Any] = {"name": spec.name, "title": spec.title, "seeds": spec.seeds,
                            "vanilla": _ci([floor[s]["test"] for s in spec.seeds]),
                            "rows": [], "cells": [], "notes": spec.notes}
-    for d in spec.defences:
+    best_by_seed: dict[str, dict[int, float]] = {}  # defence -> seed -> its best attack's test acc
+    ordered = sorted(spec.defences, key=lambda d: d.name != spec.reference)  # the reference first
+    for d in ordered:
         model_cfg = models[d.model]
         row: dict[str, Any] = {"defence": d.name, "model": d.model,
                                "params": d.output.model_dump(mode="json") if d.output else None,
@@ -150,23 +158,51 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
                 "params": chosen[a.name], "grid_val": grid_val[a.name],
                 "val": _ci([r["val"] for r in per_seed.values()]),
                 "test": _ci([r["test"] for r in per_seed.values()]),
-                "protection": _ci([floor[s]["test"] - per_seed[s]["test"] for s in spec.seeds]),
+                "vs_vanilla": _ci([floor[s]["test"] - per_seed[s]["test"] for s in spec.seeds]),
                 "seeds": {str(s): r for s, r in per_seed.items()}}
             out["cells"].append({"defence": d.name, "attack": a.name, **results[a.name]})
             log(f"{d.name:>16} <- {a.name:<14} val {results[a.name]['val']['mean']:6.2f} "
                 f"test {results[a.name]['test']['mean']:6.2f} ({time.perf_counter() - t0:.0f} s)")
         best_attack = max(results, key=lambda k: results[k]["val"]["mean"])  # chosen on validation
         b = results[best_attack]
+        best_by_seed[d.name] = {s: b["seeds"][str(s)]["test"] for s in spec.seeds}
+        ref = best_by_seed[spec.reference]
+        p = _ci([ref[s] - best_by_seed[d.name][s] for s in spec.seeds])
         row.update(best_attack=best_attack, best_attack_params=b["params"],
                    best_attack_acc=b["test"]["mean"], best_attack_ci=[b["test"]["lo"], b["test"]["hi"]],
-                   protection=b["protection"]["mean"],
-                   protection_ci=[b["protection"]["lo"], b["protection"]["hi"]])
+                   protection=p["mean"], protection_ci=[p["lo"], p["hi"]],
+                   vs_vanilla=b["vs_vanilla"]["mean"],
+                   vs_vanilla_ci=[b["vs_vanilla"]["lo"], b["vs_vanilla"]["hi"]])
+        if d.name == spec.reference:
+            out["stolen"] = stolen_regime(spec, b["test"]["mean"], row["teacher_acc"])
         out["rows"].append(row)
         out["rows"].sort(key=lambda r: -r["protection"])
         out.update(wall_time_s=time.perf_counter() - t0, cpu_time_s=time.process_time() - c0,
-                   complete=d is spec.defences[-1])
+                   complete=d is ordered[-1])
         write_outputs(out, out_dir)
     return out
+
+
+def stolen_regime(spec: LeaderboardSpec, best_acc: float, teacher_acc: float) -> dict[str, Any]:
+    """Is the undefended teacher actually stolen in this thief setting? (best attack on the
+    reference at least ``stolen_fraction`` of the teacher's test accuracy)"""
+    fraction = best_acc / teacher_acc if teacher_acc > 0 else 0.0
+    return {"fraction_of_teacher": fraction, "threshold": spec.stolen_fraction,
+            "stolen": fraction >= spec.stolen_fraction, "labels": spec.student.labels,
+            "reference": spec.reference}
+
+
+def _stolen_line(out: dict[str, Any]) -> list[str]:
+    st = out.get("stolen")
+    if st is None:
+        return []
+    thief = "a thief with labels" if st["labels"] else "a thief without labels"
+    verdict = ("**stolen**: the board can tell defences apart" if st["stolen"] else
+               f"**not stolen** (below {100 * st['threshold']:.0f} %): the thief barely profits "
+               "from any teacher here, so small protections mean little")
+    return [f"Thief setting ({thief}): the best attack on the undefended release `{st['reference']}` "
+            f"reaches {100 * st['fraction_of_teacher']:.1f} % of the normal teacher's test accuracy: "
+            f"{verdict}.", ""]
 
 
 def markdown(out: dict[str, Any]) -> str:
@@ -174,19 +210,24 @@ def markdown(out: dict[str, Any]) -> str:
     lines = [f"# {out['title'] or out['name']}", ""]
     if not out.get("complete", True):
         lines += ["**Incomplete**: the run was interrupted; the defences below are those finished.", ""]
-    lines += [f"Vanilla student (the floor, no teacher): {v['mean']:.2f} % test accuracy "
-              f"[{v['lo']:.2f}, {v['hi']:.2f}] (mean and 95 % CI over seeds {out['seeds']}).", "",
-              "Sorted by protection (vanilla minus the best attack's student; higher protects more). "
-              "Utility columns are the released answers on the test split; the best attack and its "
-              "hyper-parameters are chosen on a validation split.", "",
+    lines += _stolen_line(out)
+    lines += [f"Vanilla student (true labels, no teacher; a reference): {v['mean']:.2f} % test "
+              f"accuracy [{v['lo']:.2f}, {v['hi']:.2f}] (mean and 95 % CI over seeds {out['seeds']}).",
+              "", "Sorted by protection: the best attack's student against the undefended release "
+              "minus the best attack's student against the defence, paired by seed (higher protects "
+              "more; an interval above zero is a measured protection). Utility columns are the "
+              "released answers on the test split; each best attack and its hyper-parameters are "
+              "chosen on a validation split.", "",
               "| Defence | Model | Utility acc (%) | Agreement (%) | ECE | NLL | Best attack | "
-              "Best attack acc (%) [95 % CI] | Protection (points) [95 % CI] |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "Best attack acc (%) [95 % CI] | Protection (points) [95 % CI] | "
+              "Vanilla minus best attack (points) [95 % CI] |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in out["rows"]:
         lines.append(f"| {r['defence']} | {r['model']} | {r['utility_acc']:.2f} | {r['agreement']:.2f} | "
                      f"{r['ece']:.3f} | {r['nll']:.3f} | {r['best_attack']} | {r['best_attack_acc']:.2f} "
                      f"[{r['best_attack_ci'][0]:.2f}, {r['best_attack_ci'][1]:.2f}] | "
-                     f"{r['protection']:+.2f} [{r['protection_ci'][0]:+.2f}, {r['protection_ci'][1]:+.2f}] |")
+                     f"{_pm(r['protection'], r['protection_ci'])} | "
+                     f"{_pm(r['vs_vanilla'], r['vs_vanilla_ci'])} |")
     attacks = sorted({c["attack"] for c in out["cells"]}, key=[c["attack"] for c in out["cells"]].index)
     lines += ["", "## Every attack against every defence", "",
               "Student test accuracy (%), mean over seeds; `-`: not applicable.", "",
@@ -203,10 +244,14 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pm(mean: float, ci: list[float]) -> str:
+    return f"{mean:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def write_outputs(out: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ("defence", "params", "utility_acc", "agreement", "best_attack", "best_attack_acc",
-            "protection")
+            "protection", "protection_ci", "vs_vanilla")
     (out_dir / "leaderboard.json").write_text(json.dumps(
         {"rows": [{k: r[k] for k in keys} for r in out["rows"]], "details": out}, indent=1) + "\n")
     (out_dir / "leaderboard.md").write_text(markdown(out))
@@ -237,6 +282,6 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path) -> None:
             linewidth=1, label="Pareto front")
     ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_xlabel("utility: released top-1 accuracy (%)")
-    ax.set_ylabel("protection: vanilla - best attack (points, 95 % CI)")
+    ax.set_ylabel("protection: best attack, undefended - defended (points, 95 % CI)")
     ax.legend(fontsize=8)
     _save(fig, path)

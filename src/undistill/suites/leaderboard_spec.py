@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from undistill import recipes
 from undistill.config import ConfigError, RunConfig, StrictModel, builtin_specs, load_spec
 from undistill.defences.base import DefenceConfig
+from undistill.methods import METHODS
 from undistill.suites.plan import scale_of, teacher_group
 from undistill.suites.spec import load_suite
 
@@ -55,6 +56,9 @@ class StudentSpec(StrictModel):
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(128, ge=1)
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of the training split")
+    labels: bool = Field(True, description="false: the thief has no labels (the threat that "
+                         "matters): every attack but the vanilla reference learns from the "
+                         "teacher's answers alone, with its method's label-free parameters")
 
 
 class LeaderboardSpec(StrictModel):
@@ -65,7 +69,13 @@ class LeaderboardSpec(StrictModel):
     select_seed: int = Field(0, description="seed on which grid candidates are compared")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     student: StudentSpec = Field(default_factory=StudentSpec)
-    vanilla: str = Field("vanilla", description="the attack that is the floor (no teacher)")
+    vanilla: str = Field("vanilla", description="the reference column: a student of the true "
+                         "labels, no teacher")
+    reference: str = Field("none", description="the undefended release (model normal, no output "
+                           "defence): protection = its best attack minus a defence's best attack")
+    stolen_fraction: float = Field(0.85, gt=0.0, le=1.0, description="the thief setting counts as "
+                                   "'stolen' when the best attack on the reference reaches this "
+                                   "fraction of the normal teacher's test accuracy")
     attacks: list[AttackSpec] = Field(min_length=1)
     defences: list[DefenceEntry] = Field(min_length=1)
     notes: list[str] = Field(default_factory=list)
@@ -78,6 +88,10 @@ class LeaderboardSpec(StrictModel):
                 raise ValueError(f"{what}: names repeat: {names}")
         if self.vanilla not in [a.name for a in self.attacks]:
             raise ValueError(f"vanilla: {self.vanilla!r} is not among the attacks")
+        ref = next((d for d in self.defences if d.name == self.reference), None)
+        if ref is None or ref.model != "normal" or ref.output is not None:
+            raise ValueError(f"reference: {self.reference!r} must name a defence entry with model "
+                             "normal and no output defence (the undefended release)")
         if self.select_seed not in self.seeds:
             raise ValueError(f"select_seed: {self.select_seed} is not among the seeds {self.seeds}")
         return self
@@ -127,9 +141,13 @@ def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConf
     if d is not None:
         teachers = v.sequence if a.teachers == "sequence" else [models[d.model]]
     s = spec.student
+    label_free = not s.labels and a.name != spec.vanilla
+    if label_free:
+        params = {**params, **METHODS.get(a.method).label_free_params}  # these must hold
     cfg = recipes.student(
         teachers, s.arch, a.method, params, width=s.width, dataset=v.normal.data.name,
-        data={**v.data, "val_fraction": spec.val_fraction, "fraction": s.fraction, **a.data},
+        data={**v.data, "val_fraction": spec.val_fraction, "fraction": s.fraction,
+              **({"labels": False} if label_free else {}), **a.data},
         optim={"epochs": s.epochs, "batch_size": s.batch_size}, seed=seed,
         name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})")
     if d is not None and d.output is not None:
