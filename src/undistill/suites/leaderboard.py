@@ -5,13 +5,14 @@ For each defence (a released model, optionally behind an output defence):
 * utility, on the test split: the released answers' top-1 accuracy, their agreement with the
   undefended (normal) teacher, and the calibration cost (ECE, NLL) honest users see;
 * protection: the accuracy of the **best** attack's student against the undefended release (the
-  spec's ``reference``) minus that of the best attack's student against the defence, paired by
-  seed; each best attack (and its hyper-parameters) chosen on a validation split, never on the
-  test set. The vanilla student (true labels, no teacher) stays as a reference column
-  ("vanilla minus best attack"). With ``student.labels: false`` the thief has no labels, and the
-  board says whether its setting is one where the undefended teacher is actually stolen (best
-  attack at least ``stolen_fraction`` of the normal teacher's test accuracy): only there can the
-  board tell defences apart.
+  spec's ``reference``) minus that of the best attack's student against the defence, with the 95 %
+  Welch t interval over their per-seed accuracies (the audit's definition,
+  :func:`undistill.audit_defences.welch_interval`); each best attack (and its hyper-parameters)
+  chosen on a validation split, never on the test set. The vanilla student (true labels, no
+  teacher) stays as a reference column ("vanilla minus best attack"). With ``student.labels:
+  false`` the thief has no labels, and the board says whether its setting is one where the
+  undefended teacher is actually stolen (best attack at least ``stolen_fraction`` of the normal
+  teacher's test accuracy): only there can the board tell defences apart.
 
 Every student trains on the training split minus a validation split (``val_fraction``); its
 hyper-parameters and the best attack are chosen by the final model's validation accuracy; the
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 
 from undistill.analysis import test_accuracy
+from undistill.audit_defences import welch_interval
 from undistill.config import RunConfig, Runtime
 from undistill.data import normalize
 from undistill.defences.base import DefenceConfig, build_defence
@@ -166,11 +168,12 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
         best_attack = max(results, key=lambda k: results[k]["val"]["mean"])  # chosen on validation
         b = results[best_attack]
         best_by_seed[d.name] = {s: b["seeds"][str(s)]["test"] for s in spec.seeds}
-        ref = best_by_seed[spec.reference]
-        p = _ci([ref[s] - best_by_seed[d.name][s] for s in spec.seeds])
+        ref, mine = list(best_by_seed[spec.reference].values()), list(best_by_seed[d.name].values())
+        p_ci = [0.0, 0.0] if d.name == spec.reference else welch_interval(ref, mine)
+        protection = 0.0 if d.name == spec.reference else mean_ci(ref).mean - mean_ci(mine).mean
         row.update(best_attack=best_attack, best_attack_params=b["params"],
                    best_attack_acc=b["test"]["mean"], best_attack_ci=[b["test"]["lo"], b["test"]["hi"]],
-                   protection=p["mean"], protection_ci=[p["lo"], p["hi"]],
+                   protection=protection, protection_ci=p_ci or [protection, protection],
                    vs_vanilla=b["vs_vanilla"]["mean"],
                    vs_vanilla_ci=[b["vs_vanilla"]["lo"], b["vs_vanilla"]["hi"]])
         if d.name == spec.reference:
@@ -214,8 +217,9 @@ def markdown(out: dict[str, Any]) -> str:
     lines += [f"Vanilla student (true labels, no teacher; a reference): {v['mean']:.2f} % test "
               f"accuracy [{v['lo']:.2f}, {v['hi']:.2f}] (mean and 95 % CI over seeds {out['seeds']}).",
               "", "Sorted by protection: the best attack's student against the undefended release "
-              "minus the best attack's student against the defence, paired by seed (higher protects "
-              "more; an interval above zero is a measured protection). Utility columns are the "
+              "minus the best attack's student against the defence, with a 95 % Welch t interval over "
+              "their per-seed accuracies, as the audit's (higher protects more; an interval above "
+              "zero is a measured protection). Utility columns are the "
               "released answers on the test split; each best attack and its hyper-parameters are "
               "chosen on a validation split.", "",
               "| Defence | Model | Utility acc (%) | Agreement (%) | ECE | NLL | Best attack | "
