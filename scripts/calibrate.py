@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--student-width", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=15, help="teacher epochs")
     ap.add_argument("--student-epochs", type=int, default=None, help="default: --epochs")
+    ap.add_argument("--student-batch-size", type=int, default=None,
+                    help="the students' batch size (default: the preset's)")
     ap.add_argument("--omegas", default="0.04,0.06,0.08,0.1")
     ap.add_argument("--tau", type=float, default=4.0)
     ap.add_argument("--kd-temps", default="4",
@@ -104,7 +106,10 @@ def main() -> None:
     students = []
     for spec in (a.students.split(",") if a.students else [f"{a.student}:{a.student_width}"]):
         f = spec.split(":")
-        students.append((f[0], float(f[1]), {"epochs": int(f[2]) if len(f) > 2 else sepochs}))
+        soptim = {"epochs": int(f[2]) if len(f) > 2 else sepochs}
+        if a.student_batch_size:
+            soptim["batch_size"] = a.student_batch_size
+        students.append((f[0], float(f[1]), soptim))
     rt = Runtime(runs_dir=Path(a.runs_dir), data_root=a.data_root, progress=False, device="cpu")
     ex = LocalExecutor()
     protocol = a.kd_temps == "protocol"

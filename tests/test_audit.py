@@ -80,6 +80,7 @@ def test_seeds_intervals_fraction_and_a_curve_for_every_attack(model_file: Path,
     assert doc["queries"]["attacks"] == 32 and doc["queries"]["scoring"] == 450
     best = max(doc["attacks"], key=lambda x: x["accuracy_mean"])
     assert doc["best"] == best["method"] and best["method"] in doc["verdict"]
+    assert doc["wall_time_s"] > 0
     assert "with 32 queries" in doc["verdict"] or "at 32 queries" in doc["verdict"]
     assert doc["plateau"]["method"] == best["method"] and doc["defences"] == []
     assert json.loads((out / "audit.json").read_text()) == doc

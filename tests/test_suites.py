@@ -79,6 +79,23 @@ def test_plan_shares_runs_between_tables(tiny) -> None:
     assert plan.pending and "Nasty-ES" in plan.pending[0]
 
 
+def test_nasty_es_is_the_nasty_teacher_when_its_training_never_reaches_the_target(tiny) -> None:
+    """Nasty-ES retrains the nasty teacher, stopping at the SCM release's accuracy; where the nasty
+    training never reaches it, that retraining would be the nasty run again: it is not repeated."""
+    from undistill.suites.plan import nasty_es_cells
+
+    plan = build_plan(tiny)
+    g = plan.groups[0]
+    release = {g.defence.run_id: 90.0}
+    stops = nasty_es_cells(plan, release, {g.nasty.run_id: 95.0})
+    assert stops and all(c.teacher_run.stop_at_acc == 90.0 for c in stops)
+    never = nasty_es_cells(plan, release, {g.nasty.run_id: 80.0})
+    assert [c.teacher_run.run_id for c in never] == [g.nasty.run_id] * len(never)
+    nasty_kd = {c.run.run_id for c in plan.cells if c.column == "nasty-kd"}
+    assert {c.run.run_id for c in never} <= nasty_kd  # Nasty KD's students, nothing new
+    assert all(c.column == "nasty-es" for c in never)
+
+
 def test_invalid_suites_fail_clearly(tmp_path: Path) -> None:
     bad = dict(TINY, methods=["vanilla", "telepathy"])
     f = tmp_path / "bad.yaml"

@@ -49,6 +49,7 @@ queried, trained or written.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
     from undistill.teachers.measure import test_logits
 
     out = Path(out)
+    t0 = time.perf_counter()
     runs_dir = Path(runs_dir or out / "runs")
     methods, strategies = list(methods), list(strategies)
     check_arguments(budget, curve_points, methods, thief, width, margin, device, client,
@@ -221,7 +223,8 @@ def audit(teacher: Teacher | str | Path, dataset: str, arch: str = "cnn", budget
            "best": best["attack"], "strategies": strategies,
            "plateau": plateau([c for c in curve if c["attack"] == best["attack"]]),
            "stealable": stolen, "margin": margin,
-           "verdict": verdict_text(best, t_acc, stolen, margin)}
+           "verdict": verdict_text(best, t_acc, stolen, margin),
+           "wall_time_s": time.perf_counter() - t0}  # this invocation (finished runs read back)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "audit.json", doc)
     write_report(doc, out)

@@ -227,7 +227,8 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
     cells = list(plan.cells)
     defended = [g.defence for g in plan.groups if g.defence is not None]
     if plan.pending and defended:
-        es = nasty_es_cells(plan, {d.run_id: results[d.run_id].best_acc for d in defended})
+        es = nasty_es_cells(plan, {d.run_id: results[d.run_id].best_acc for d in defended},
+                            {g.nasty.run_id: results[g.nasty.run_id].best_acc for g in plan.groups})
         results.update(executor.run([c.run for c in es], runtime))
         cells += es
     # the headline numbers, read from the test split only now that every choice is made

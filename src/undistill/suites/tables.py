@@ -91,8 +91,9 @@ def table6(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
     cols = ["normal", "nasty", "nasty-es", "scm-defence"]
     lines = ["## Table 6: defences, accuracy (%) of KD students", "",
              f"SCM defence = releasing S{suite.defence.release} of the sequence; Nasty KD ES = a "
-             "nasty teacher stopped early at the SCM-defence teacher's accuracy. Lower is a "
-             "better defence.", ""]
+             "nasty teacher stopped early at the SCM-defence teacher's accuracy (the nasty "
+             "teacher itself when its training never reaches that accuracy on validation). "
+             "Lower is a better defence.", ""]
     for t in suite.teachers:
         accs = [_teacher_acc(doc, t.arch, k) for k in cols]
         paper_t = TABLE6_TEACHER.get((ds, t.arch), {})

@@ -1,0 +1,65 @@
+"""Normal KD against the vanilla student on the validation split, over seeds, for a suite's
+students: does the teacher help at all, and with which alpha and temperature?
+
+    python scripts/calibrate_kd.py --suite demo --kd 0.9:4,0.5:4,0.5:2,0.5:1,0.9:1 --runs-dir runs/kd-cal
+
+``--kd`` lists ``alpha:T`` pairs (``alpha:`` alone keeps the student's suite temperature). Prints,
+per student, the vanilla student's and each KD setting's last-epoch validation accuracy per seed
+and their mean, and writes ``<out>/<suite>-kd.json``. Nothing here reads the test split; runs
+already in ``--runs-dir`` (the suite's own included) are read back, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from undistill.config import Runtime
+from undistill.executor import LocalExecutor
+from undistill.suites.plan import _student, scale_of, teacher_group
+from undistill.suites.spec import load_suite
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="demo")
+    ap.add_argument("--kd", default="0.9:,0.5:", help="alpha:T,... (empty T: the suite's)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--runs-dir", default="runs/kd-cal")
+    ap.add_argument("--out", default="docs/results/calibration")
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    suite = load_suite(a.suite)
+    _, sc = scale_of(suite, None)
+    g = teacher_group(suite, suite.teachers[0], sc)
+    rt = Runtime(runs_dir=Path(a.runs_dir), data_root=a.data_root, progress=False, device="cpu")
+    ex = LocalExecutor()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    settings: list[tuple[str, str, dict[str, float] | None]] = [("vanilla", "vanilla", None)]
+    for pair in a.kd.split(","):
+        alpha, _, t = pair.partition(":")
+        over = {"alpha": float(alpha), **({"temperature": float(t)} if t else {})}
+        settings.append((f"kd alpha {alpha}" + (f" T {t}" if t else ""), "kd", over))
+    out: dict[str, dict[str, object]] = {}
+    for s in suite.students:
+        for label, method, over in settings:
+            teachers = [] if method == "vanilla" else [g.normal]
+            cfgs = [_student(suite, s, sc, method, teachers, seed, "normal", params_over=over)
+                    for seed in seeds]
+            res = ex.run(cfgs, rt)
+            accs = [res[c.run_id].last_acc for c in cfgs]
+            out[f"{s.arch} {label}"] = {"mean": statistics.mean(accs), "per_seed": accs}
+            print(f"{s.arch:>10} {label:<20} {statistics.mean(accs):6.2f}  {accs}", flush=True)
+    dest = Path(a.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{a.suite}-kd.json").write_text(json.dumps(
+        {"args": vars(a), "split": "val", "results": out, "wall_time_s": time.perf_counter() - t0},
+        indent=2))
+
+
+if __name__ == "__main__":
+    main()
