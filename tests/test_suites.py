@@ -212,6 +212,19 @@ def test_data_free_ablation_plans_dafl_students(tmp_path: Path) -> None:
         build_plan(load_suite(f))
 
 
+def test_an_ablation_brings_its_own_method_values(tmp_path: Path) -> None:
+    """``params`` of an ablation (values chosen in its own setting) reach its runs only."""
+    d = dict(TINY, ablations=[{"name": "no labels", "columns": ["nasty-kd", "htc"], "param": "labels",
+                               "values": [False], "params": {"htc": {"temperature": 4}}}])
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    plan = build_plan(load_suite(f))
+    ab = {c.method: c.run for c in plan.cells if c.ablation == "no labels"}
+    assert ab["htc"].method.params["temperature"] == 4 and ab["htc"].data.labels is False
+    table1 = next(c.run for c in plan.cells if c.column == "htc" and c.ablation is None)
+    assert table1.method.params["temperature"] != 4
+
+
 def test_several_seeds_show_mean_and_confidence_interval(tiny) -> None:
     from undistill.suites.tables import fmt, table1
 

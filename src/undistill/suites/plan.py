@@ -258,6 +258,7 @@ def ablation_cells(suite: SuiteSpec, groups: list[TeacherGroup], sc: ScaleSpec) 
                                 run_method = free if x and free else method
                             else:
                                 params = {ab.param: x}
+                            params = {**ab.params.get(run_method, {}), **params}
                             run = _student(suite, s, sc, run_method, teachers, seed, kind, params,
                                            data)
                             cells.append(Cell("ablation", col, g.spec.arch, kind, s.arch, run_method,

@@ -148,6 +148,9 @@ class AblationSpec(StrictModel):
     teachers: list[str] | None = None
     sequence_width: float | None = Field(None, gt=0.0, description="width of S^2..S^k for "
                                          "sequence_arch (default: the teacher's)")
+    params: MethodParams = Field(default_factory=dict, description="method parameters of this "
+                                 "ablation's runs, over the suite's (e.g. HTC's values chosen on "
+                                 "validation in the ablation's own setting)")
 
 
 class SuiteSpec(StrictModel):
