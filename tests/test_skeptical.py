@@ -123,9 +123,13 @@ def test_after_warm_up_equals_skeptical_loss(name: str, loc: int) -> None:
     assert grad_norm(l3) > 0.0
     assert (grad_norm(l2) > 0.0) == (loc == 2)
     assert all(q.grad is None for q in teacher.parameters())
-    # no labels: still finite, the CE terms drop out
-    _, terms = method.forward_train(x, None)
-    assert all(torch.isfinite(v) for v in terms.values())
+    # no labels: the objective's CE drops out, and the self term's CEs take the teacher's top-1
+    _, free = method.forward_train(x, None)
+    assert all(torch.isfinite(v) for v in free.values())
+    top1 = teacher(x).argmax(1)
+    torch.testing.assert_close(free["self"], losses.skeptical_self_distillation_loss(
+        method.student.forward_features(x).logits, method.head_logits(x)[1], top1,
+        method.sd_temperature))
 
 
 def test_only_the_heads_in_the_loss_learn() -> None:

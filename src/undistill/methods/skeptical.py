@@ -133,7 +133,9 @@ class Skeptical(Scheme):
     CE(final)``; their sum is :func:`undistill.losses.skeptical_loss`. During the warm-up:
     ``ce`` = ``CE(final)`` only, and neither the teacher nor the auxiliary heads are run.
     Without labels the warm-up has no loss, so ``kd_delay`` must be -1 there (ValueError at the
-    first warm-up step otherwise).
+    first warm-up step otherwise), and the ``self`` term's cross-entropies take the teacher's
+    top-1 answer as the label (the objective on the loc head drops its CE term): otherwise the
+    final head, the one read, would learn only from the l3 head and stay at chance.
 
     ``T'`` is ``sd_temperature`` if given, else the objective's temperature where it is KD's T
     (``shares_temperature``: one T for both, as in Kundu's code), else the temperature of a plain
@@ -183,8 +185,12 @@ class Skeptical(Scheme):
         out = self.student.forward_features(images)
         l3 = self._aux(out.stages, 1)
         z_loc = l3 if p.loc == 1 else self._aux(out.stages, p.loc)  # other heads: no loss, not run
-        teach = self.objective.loss(p, z_loc, self.teacher_logits(images), labels)
-        sd = skeptical_self_distillation_loss(out.logits, l3, labels, self.sd_temperature,
+        z_t = self.teacher_logits(images)
+        teach = self.objective.loss(p, z_loc, z_t, labels)
+        # without labels the final and l3 heads would learn only from each other (chance
+        # accuracy on the head that is read): the teacher's top-1 answer stands in for the label
+        own = labels if labels is not None else z_t.detach().argmax(1)
+        sd = skeptical_self_distillation_loss(out.logits, l3, own, self.sd_temperature,
                                               detach_final=p.detach_final)
         return out.logits, {"teacher": teach, "self": sd}
 
