@@ -69,11 +69,18 @@ def nasty_teacher(adversary: RunConfig, omega: float | None = None,
     return parse_config(d)
 
 
-def nasty_es(nasty: RunConfig, target_acc: float, name: str = "") -> RunConfig:
+def nasty_es(nasty: RunConfig, target_acc: float, name: str = "",
+             nasty_best: float | None = None) -> RunConfig:
     """Nasty-ES (Table 6): ``nasty`` trained again exactly as it was (same adversary, omega,
     tau_A and optimisation) but stopped at the first epoch whose evaluation accuracy reaches
     ``target_acc`` (rounded to 0.01 %), the SCM-defence teacher's, for a comparison at equal
-    accuracy."""
+    accuracy.
+
+    ``nasty_best``: the nasty run's best evaluation accuracy, when known. Below the target, the
+    retraining would never stop and would repeat the nasty run to its end, so ``nasty`` itself is
+    returned (same weights, nothing to train)."""
+    if nasty_best is not None and nasty_best < round(target_acc, 2):
+        return nasty
     p = nasty.method.params
     return nasty_teacher(nasty.teachers[0], p["omega"], p["temperature"], arch=nasty.model.arch,
                          width=nasty.model.width, optim=nasty.optim.model_dump(),

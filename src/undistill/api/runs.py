@@ -224,8 +224,9 @@ def defend(nasty_run: TeacherRef, *, release: int = 2, compare_es: bool = True,
         raise ConfigError(f"release must be >= 2 (S^1 is the nasty teacher itself), got {release}")
     rt = runtime_near(runtime, [nasty_run])
     seq = sequence(first, release)
-    out = {"scm-defence": train_all(seq, rt)[seq[-1].run_id]}
-    if compare_es:
-        es = nasty_es(first, out["scm-defence"].best_acc)
+    results = train_all(seq, rt)
+    out = {"scm-defence": results[seq[-1].run_id]}
+    if compare_es:  # the nasty run itself when it never reaches the release's accuracy
+        es = nasty_es(first, out["scm-defence"].best_acc, nasty_best=results[first.run_id].best_acc)
         out["nasty-es"] = train_all([es], rt)[es.run_id]
     return out

@@ -79,11 +79,9 @@ def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None =
     if any(d.model == "nasty-es" for d in spec.defences):
         # as the suites build it (Table 6): stopped at the release's best validation accuracy;
         # the nasty teacher itself where its training never reaches it (the same weights)
-        target = results[v.release.run_id].best_acc
-        if results[v.nasty.run_id].best_acc < target:
-            models["nasty-es"] = v.nasty
-        else:
-            models["nasty-es"] = nasty_es(v, target)
+        models["nasty-es"] = nasty_es(v, results[v.release.run_id].best_acc,
+                                      results[v.nasty.run_id].best_acc)
+        if models["nasty-es"] is not v.nasty:
             executor.run([models["nasty-es"]], runtime)
     return v, models
 

@@ -128,10 +128,12 @@ def victim_plan(spec: LeaderboardSpec) -> Victims:
                    g.normal.data.model_dump())
 
 
-def nasty_es(v: Victims, target: float) -> RunConfig:
+def nasty_es(v: Victims, target: float, nasty_best: float | None = None) -> RunConfig:
     """Nasty KD ES as the suites build it (Table 6): the nasty training stopped at ``target``, the
-    SCM release's best validation accuracy."""
-    return recipes.nasty_es(v.nasty, target, name=f"nasty-ES {v.normal.model.arch}")
+    SCM release's best validation accuracy (the nasty teacher itself when ``nasty_best``, its
+    best validation accuracy, falls short of it: :func:`undistill.recipes.nasty_es`)."""
+    return recipes.nasty_es(v.nasty, target, name=f"nasty-ES {v.normal.model.arch}",
+                            nasty_best=nasty_best)
 
 
 def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConfig],

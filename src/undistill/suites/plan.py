@@ -197,17 +197,16 @@ def nasty_es_cells(plan: Plan, defence_acc: dict[str, float],
     """Stage two: Nasty-ES teachers stopped at the SCM-defence teacher's accuracy, and students.
 
     ``nasty_acc`` (nasty run id -> its best validation accuracy): where the nasty training never
-    reaches the target, Nasty-ES would train to its end exactly as the nasty teacher did, so the
-    nasty teacher itself is used (same weights, nothing retrained; its KD students are Nasty KD's)."""
+    reaches the target, Nasty-ES is the nasty teacher itself (:func:`undistill.recipes.nasty_es`;
+    its KD students are Nasty KD's)."""
     suite = plan.suite
     _, sc = scale_of(suite, plan.scale)
     cells = []
     for g in plan.groups:
         if g.defence is None or not suite.defence.nasty_es:
             continue
-        target = defence_acc[g.defence.run_id]
-        never = nasty_acc is not None and nasty_acc.get(g.nasty.run_id, float("inf")) < target
-        es = g.nasty if never else recipes.nasty_es(g.nasty, target, name=f"nasty-ES {g.spec.arch}")
+        es = recipes.nasty_es(g.nasty, defence_acc[g.defence.run_id], name=f"nasty-ES {g.spec.arch}",
+                              nasty_best=(nasty_acc or {}).get(g.nasty.run_id))
         for s in suite.students:
             for seed in suite.seeds:
                 run = _student(suite, s, sc, "kd", [es], seed, "nasty-es")
