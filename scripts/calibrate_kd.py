@@ -17,10 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-from undistill.config import Runtime
-from undistill.executor import LocalExecutor
-from undistill.suites.plan import _student, scale_of, teacher_group
-from undistill.suites.spec import load_suite
+from _suite_setup import suite_setup
+
+from undistill.suites.plan import _student
 
 
 def main() -> None:
@@ -33,11 +32,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/results/calibration")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    suite = load_suite(a.suite)
-    _, sc = scale_of(suite, None)
-    g = teacher_group(suite, suite.teachers[0], sc)
-    rt = Runtime(runs_dir=Path(a.runs_dir), data_root=a.data_root, progress=False, device="cpu")
-    ex = LocalExecutor()
+    st = suite_setup(a.suite, a.data_root, a.runs_dir)
+    suite, sc, g, rt, ex = st.suite, st.scale, st.group, st.runtime, st.executor
     seeds = [int(s) for s in a.seeds.split(",")]
     settings: list[tuple[str, str, dict[str, float] | None]] = [("vanilla", "vanilla", None)]
     for pair in a.kd.split(","):

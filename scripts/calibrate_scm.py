@@ -17,11 +17,10 @@ import json
 import time
 from pathlib import Path
 
+from _suite_setup import suite_setup
+
 from undistill import recipes
-from undistill.config import Runtime
-from undistill.executor import LocalExecutor
-from undistill.suites.plan import _student, scale_of, teacher_group
-from undistill.suites.spec import load_suite
+from undistill.suites.plan import _student
 
 
 def main() -> None:
@@ -33,15 +32,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/results/calibration")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    suite = load_suite(a.suite)
-    _, sc = scale_of(suite, None)
-    g = teacher_group(suite, suite.teachers[0], sc)
-    rt = Runtime(runs_dir=Path(a.runs_dir), data_root=a.data_root, progress=False, device="cpu")
-    ex = LocalExecutor()
-
-    def acc(cfg) -> float:
-        return ex.run([cfg], rt)[cfg.run_id].last_acc
-
+    st = suite_setup(a.suite, a.data_root, a.runs_dir)
+    suite, sc, g, acc = st.suite, st.scale, st.group, st.acc
     base = {"normal_acc": acc(g.normal), "nasty_acc": acc(g.nasty)}
     for s in suite.students:
         base[f"vanilla {s.arch}"] = acc(_student(suite, s, sc, "vanilla", [], 0, "none"))
