@@ -9,7 +9,10 @@ zoo (``--arch``, ``--width``), at each of ``--budgets`` and for ``--seeds`` seed
   is a fresh zoo student (same arch and width as undistill's) wrapped the same way; the query pool
   is the dataset's training split (normalised float32 numpy, NCHW); ``nb_stolen`` = the budget;
   the student is trained by ART's own ``fit`` and scored on the test split. ART's settings are
-  its defaults (top-1 one-hot answers: ``use_probability=False``) except those below.
+  its defaults (top-1 one-hot answers: ``use_probability=False``) except those below. In ART
+  1.20.1 ``CopycatCNN.extract`` is the random ``KnockoffNets`` line for line (the same
+  ``np.random.choice`` draw, top-1 answers, one ``fit``), so with the same seed it gives the same
+  student: ``--art-attacks knockoff-random,knockoff-adaptive`` saves a third of ART's time.
 * undistill: ``undistill.audit`` on the same teacher file, student arch, width and budget
   (``curve_points=1``), with ``--methods`` and ``--strategies`` (each strategy with each method),
   ``--seeds`` students per attack.
