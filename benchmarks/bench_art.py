@@ -74,6 +74,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,8 @@ def normalised(images: torch.Tensor, ds: Any) -> np.ndarray:
 
 
 def run_art(args: argparse.Namespace, ds: Any, budgets: list[int], seeds: list[int]
-            ) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
+            ) -> Iterator[tuple[list[dict[str, Any]], float, dict[str, Any]]]:
+    """Per budget (the victim, pool and teacher score set up once): its rows, wall time, info."""
     pytorch_classifier, knockoff, copycat = art_classes()
     victim_cls, thieved_cls = art_wrappers(pytorch_classifier)
     device_type = "gpu" if args.device.startswith("cuda") else "cpu"
@@ -217,8 +219,11 @@ def run_art(args: argparse.Namespace, ds: Any, budgets: list[int], seeds: list[i
     teacher_acc = 100.0 * float((victim.predict(x_test, batch_size=512).argmax(1) == y_test).mean())
     victim_cls.queries = 0
     preset = optim_preset(args.dataset, args.arch)
-    rows, start = [], time.perf_counter()
+    optimizer = {k: preset[k] for k in ("name", "lr", "momentum", "weight_decay") if k in preset}
+    info = {"teacher_accuracy": teacher_acc, "optimizer": {**optimizer, "schedule": "constant (ART's "
+            "attacks call fit without a scheduler)", "batch_size": args.batch_size}}
     for b in budgets:
+        rows, start = [], time.perf_counter()
         epochs = args.art_epochs or matched_epochs(b, args.steps, args.batch_size)
         for name in split_list(args.art_attacks):
             accs, t0, q0 = [], time.perf_counter(), victim_cls.queries
@@ -248,10 +253,7 @@ def run_art(args: argparse.Namespace, ds: Any, budgets: list[int], seeds: list[i
                          **summary(accs, teacher_acc), "wall_s": time.perf_counter() - t0,
                          "wall_s_covers": "this attack, all seeds, scoring included",
                          "queries": (victim_cls.queries - q0) // len(seeds), "nb_epochs": epochs})
-    optimizer = {k: preset[k] for k in ("name", "lr", "momentum", "weight_decay") if k in preset}
-    info = {"teacher_accuracy": teacher_acc, "optimizer": {**optimizer, "schedule": "constant (ART's "
-            "attacks call fit without a scheduler)", "batch_size": args.batch_size}}
-    return rows, time.perf_counter() - start, info
+        yield rows, time.perf_counter() - start, info
 
 
 # ---------------------------------------------------------------------------------- undistill --
@@ -373,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     wall: dict[str, float] = {}
     info: dict[str, Any] = {}
+    art = run_art(args, ds, budgets, seeds) if "art" in tools else None
     for i, b in enumerate(budgets):
-        if "art" in tools:
-            r, w, info["art"] = run_art(args, ds, [b], seeds)
+        if art is not None:
+            r, w, info["art"] = next(art)
             rows, wall["art"] = rows + r, wall.get("art", 0.0) + w
         if "undistill" in tools:
             r, w, u = run_undistill(args, [b], seeds)
