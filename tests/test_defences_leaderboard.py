@@ -111,15 +111,18 @@ def test_leaderboard_rows_protection_and_outputs(tmp_path: Path) -> None:
     assert "| labels | normal |" in md and "Incomplete" not in md
     assert "a thief with labels" in md and "Vanilla minus best attack" in md
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
-    # every run goes through the executor, stage by stage: the victims first (one call), Nasty KD
-    # ES (unless it is the nasty teacher), the vanilla students of every seed, then per defence
-    # its grid candidates and its seeds
-    assert executor.calls[0] == [c.run_id for c in (v.normal, v.nasty, *v.sequence, v.release)]
-    retrained = es["stop_at_acc"] is not None
-    assert len(executor.calls) == 2 + retrained + 2 * len(board.defences)
+    # every run goes through the executor, stage by stage: the normal teacher first, the vanilla
+    # students of every seed, then per defence (the normal teacher's first) the victims it releases
+    # (Nasty KD ES in a call of its own unless it is the nasty teacher), its grid candidates, its seeds
+    assert executor.calls[0] == [v.normal.run_id]
     vanilla = board.attacks[0]  # the floor: every seed in one call
-    assert executor.calls[1 + retrained] == [
+    assert executor.calls[1] == [
         attack_config(board, v, {}, None, vanilla, vanilla.grid[0], s).run_id for s in board.seeds]
+    retrained = es["stop_at_acc"] is not None
+    victims_of_nasty = list(dict.fromkeys(c.run_id for c in (v.normal, v.nasty, *v.sequence, v.release)))
+    assert executor.calls[6] == victims_of_nasty  # after none's and labels' two stages each
+    assert executor.calls[9] == victims_of_nasty  # nasty-es: read back, then ES trained if it differs
+    assert len(executor.calls) == 2 + 2 * len(board.defences) + 2 + retrained
     passed = {i for call in executor.calls for i in call}
     students = {r["run_id"] for c in out["cells"] for r in c["seeds"].values()}
     assert students <= passed
@@ -242,3 +245,32 @@ def test_class_counts_come_from_the_dataset_registry(tmp_path: Path) -> None:
     kd = board.attacks[1]
     with pytest.raises(ValueError, match=r"defence.params.k: 11 is larger than the 10 classes"):
         attack_config(board, v, {"normal": v.normal}, board.defences[1], kd, kd.grid[0], 0)
+
+
+def test_victims_trains_only_the_teachers_the_board_releases(tmp_path: Path) -> None:
+    """A board of output defences on the normal teacher trains that one alone; the nasty teacher
+    joins for a nasty defence; the SCM sequence only where a release or an attack needs it."""
+    from undistill.suites.leaderboard import victims
+
+    class Fake(Recording):  # records, trains nothing
+        def run(self, runs: list[RunConfig], runtime: Runtime) -> dict[str, RunResult]:
+            self.calls.append([c.run_id for c in runs])
+            return {}
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    runtime = Runtime(runs_dir=tmp_path / "runs", device="cpu", progress=False)
+    output_only = [{"name": "none"}, {"name": "labels", "output": {"name": "labels"}}]
+    plain = [{"name": "vanilla", "method": "vanilla"}, {"name": "kd", "method": "kd"}]
+    v = victim_plan(spec(suite))
+    for defences, attacks, want in (
+            (output_only, spec(suite).attacks, [v.normal]),  # SCM's sequence: nasty row only
+            (output_only + [{"name": "nasty", "model": "nasty"}], plain, [v.normal, v.nasty]),
+            (output_only + [{"name": "nasty", "model": "nasty"}], spec(suite).attacks,
+             [v.normal, v.nasty, *v.sequence, v.release]),
+            (output_only + [{"name": "scm-release", "model": "scm-release"}], plain,
+             [v.normal, v.nasty, *v.sequence, v.release])):
+        executor = Fake()
+        victims(spec(suite, defences=defences, attacks=[a if isinstance(a, dict) else a.model_dump()
+                                                        for a in attacks]), runtime, executor)
+        assert executor.calls == [list(dict.fromkeys(c.run_id for c in want))]

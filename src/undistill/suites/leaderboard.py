@@ -20,10 +20,12 @@ final model's test accuracy (:func:`undistill.analysis.test_accuracy`) is what t
 reports, as mean and 95 % Student-t confidence interval over seeds (:func:`undistill.stats.mean_ci`).
 
 Every run trains through an :class:`undistill.executor.Executor` (each run under its lock; the
-Ray executor spreads a stage's runs over a cluster): the victims first, then the vanilla students
-of every seed, then per defence the grid candidates of every attack and then every attack's seeds,
-each stage one ``executor.run`` call. The spec and the run configs are
-:mod:`undistill.suites.leaderboard_spec`.
+Ray executor spreads a stage's runs over a cluster): the normal teacher first, then the vanilla
+students of every seed, then per defence (the reference, the other defences of the normal teacher,
+then the rest) the victims it releases when not yet trained, the grid candidates of every attack and
+then every attack's seeds, each stage one ``executor.run`` call. A victim trains when its first
+defence is reached, so an interrupted board keeps every row finished before it. The spec and the
+run configs are :mod:`undistill.suites.leaderboard_spec`.
 
 Run: ``undistill leaderboard defences-demo --out docs/results/defences-demo``.
 """
@@ -68,15 +70,24 @@ __all__ = ["MODELS", "AttackSpec", "DefenceEntry", "LeaderboardSpec", "Model", "
            "pareto_plot", "run_leaderboard", "stolen_regime", "utility", "victims", "write_outputs"]
 
 
-def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None = None
-            ) -> tuple[Victims, dict[Model, RunConfig]]:
-    """Train (or read back) the suite's teachers: normal, nasty, the sequence S^1..S^r and the SCM
-    release S^r (one ``executor.run``), then Nasty KD ES when a defence releases it."""
+def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None = None,
+            defences: list[DefenceEntry] | None = None) -> tuple[Victims, dict[Model, RunConfig]]:
+    """Train (or read back) the suite's teachers that ``defences`` (default: the spec's) release:
+    the normal teacher always; the nasty one for a nasty defence; the sequence S^1..S^r and the SCM
+    release S^r where a release or an SCM attack on the nasty teacher needs them (one
+    ``executor.run``), then Nasty KD ES when a defence releases it."""
     executor = executor or LocalExecutor()
     v = victim_plan(spec)
-    results = executor.run([v.normal, v.nasty, *v.sequence, v.release], runtime)
+    defences = spec.defences if defences is None else defences
+    used = {d.model for d in defences}
+    sequence = "nasty-es" in used or "scm-release" in used or any(
+        applicable(a, d) and a.teachers == "sequence" and d.model == "nasty"
+        for a in spec.attacks for d in defences)
+    need = [v.normal] + ([v.nasty] if used & {"nasty", "nasty-es"} or sequence else []) + (
+        [*v.sequence, v.release] if sequence else [])
+    results = executor.run(list({c.run_id: c for c in need}.values()), runtime)
     models: dict[Model, RunConfig] = {"normal": v.normal, "nasty": v.nasty, "scm-release": v.release}
-    if any(d.model == "nasty-es" for d in spec.defences):
+    if "nasty-es" in used:
         # as the suites build it (Table 6): stopped at the release's best validation accuracy;
         # the nasty teacher itself where its training never reaches it (the same weights)
         models["nasty-es"] = nasty_es(v, results[v.release.run_id].best_acc,
@@ -122,8 +133,8 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
     so far on disk; running it again resumes (runs are content-addressed)."""
     t0, c0 = time.perf_counter(), time.process_time()
     executor = executor or LocalExecutor()
-    v, models = victims(spec, runtime, executor)
-    log(f"victims ready ({time.perf_counter() - t0:.0f} s)")
+    v, models = victims(spec, runtime, executor, [d for d in spec.defences if d.name == spec.reference])
+    log(f"normal teacher ready ({time.perf_counter() - t0:.0f} s)")
     attacks = {a.name: a for a in spec.attacks}
     vanilla = attacks[spec.vanilla]
 
@@ -140,8 +151,14 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
                            "vanilla": _ci([floor[s]["test"] for s in spec.seeds]),
                            "rows": [], "cells": [], "notes": spec.notes}
     best_by_seed: dict[str, dict[int, float]] = {}  # defence -> seed -> its best attack's test acc
-    ordered = sorted(spec.defences, key=lambda d: d.name != spec.reference)  # the reference first
+    # the reference first, then the defences of the normal teacher (no other victim to train),
+    # then the others in the spec's order, each victim trained when its first defence is reached
+    ordered = sorted(spec.defences, key=lambda d: (d.name != spec.reference, d.model != "normal"))
     for d in ordered:
+        if d.model != "normal":
+            _, more = victims(spec, runtime, executor, [d])
+            models.update(more)
+            log(f"{d.model} ready ({time.perf_counter() - t0:.0f} s)")
         model_cfg = models[d.model]
         row: dict[str, Any] = {"defence": d.name, "model": d.model,
                                "params": d.output.model_dump(mode="json") if d.output else None,
