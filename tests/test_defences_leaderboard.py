@@ -274,3 +274,47 @@ def test_victims_trains_only_the_teachers_the_board_releases(tmp_path: Path) -> 
         victims(spec(suite, defences=defences, attacks=[a if isinstance(a, dict) else a.model_dump()
                                                         for a in attacks]), runtime, executor)
         assert executor.calls == [list(dict.fromkeys(c.run_id for c in want))]
+
+
+def test_a_budgeted_thief_board_pays_once_and_scores_on_validation(tmp_path: Path) -> None:
+    """student.budget: every attack but vanilla is a query-budgeted thief (SCM asking each member
+    of the sequence), its student chosen on its held-out paid answers and compared on the
+    validation split; vanilla keeps its labels and epochs."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    with pytest.raises(ValueError, match="labels: false"):
+        spec(suite, student={"arch": "cnn", "width": 0.25, "budget": 50})
+    with pytest.raises(ValueError, match="give a budget"):
+        spec(suite, student={"arch": "cnn", "labels": False, "thief": {"steps": 3}})
+    with pytest.raises(ValueError, match="steps"):
+        spec(suite, student={"arch": "cnn", "labels": False, "budget": 50, "thief": {"steps": 0}})
+    board = spec(suite, seeds=[0, 1], defences=[{"name": "none"}, {"name": "nasty", "model": "nasty"}],
+                 student={"arch": "cnn", "width": 0.25, "epochs": 1, "labels": False, "budget": 200,
+                          "thief": {"steps": 6, "eval_every": 3}},
+                 attacks=[{"name": "vanilla", "method": "vanilla"}, {"name": "kd", "method": "kd"},
+                          {"name": "scm", "method": "scm", "teachers": "sequence"}])
+    runs = tmp_path / "runs"
+    rt = Runtime(runs_dir=runs, device="cpu", progress=False)
+    out = run_leaderboard(board, rt, tmp_path / "out", log=lambda *_: None)
+    v = victim_plan(board)
+    models = {"normal": v.normal, "nasty": v.nasty}
+    a = {x.name: x for x in board.attacks}
+    vanilla = attack_config(board, v, models, None, a["vanilla"], {}, 0)
+    kd = attack_config(board, v, models, board.defences[0], a["kd"], {}, 0)
+    scm = attack_config(board, v, models, board.defences[1], a["scm"], {}, 0)
+    assert vanilla.budget is None and vanilla.thief is None and vanilla.data.labels
+    assert kd.budget == 200 and kd.thief is not None and kd.thief.steps == 6 and not kd.data.labels
+    assert len(scm.teachers) == 2 and scm.budget == 200
+    from undistill.analysis import val_accuracy
+    from undistill.runs import read_result, run_dir
+    from undistill.thief import HOLDOUT_SPLIT, TRANSFER
+
+    for cfg in (kd, scm):
+        d = run_dir(cfg, runs)
+        assert (d / TRANSFER).exists() and read_result(d)["result"]["eval_split"] == HOLDOUT_SPLIT
+    cell = next(c for c in out["cells"] if c["defence"] == "none" and c["attack"] == "kd")
+    assert cell["val"]["mean"] == pytest.approx(
+        sum(val_accuracy(attack_config(board, v, models, board.defences[0], a["kd"], {}, s), runs)
+            for s in board.seeds) / 2)
+    nasty = next(c for c in out["cells"] if c["defence"] == "nasty" and c["attack"] == "scm")
+    assert 0.0 <= nasty["test"]["mean"] <= 100.0

@@ -206,3 +206,20 @@ def test_query_data_errors_are_one_line() -> None:
         register_arrays(torch.zeros(3, 1, 8, 8))
     with pytest.raises(ValueError, match="unknown dataset 'nowhere'"):
         ThiefConfig(query_data="nowhere")
+
+
+def test_paid_answers_of_an_ensemble_keep_each_members_answer() -> None:
+    """The SCM sequence asked by a thief: [k, N, C] stored, each member's answer looked up, the
+    ensemble's logits their mean (Eq. 10-11)."""
+    images = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 1, 2, 2).contiguous()
+    answers = torch.stack([torch.eye(4), 3 * torch.eye(4).flip(1)])
+    loader = DeviceLoader(images, torch.zeros(4, dtype=torch.long), batch_size=2, mean=[0.0],
+                          std=[1.0], augment=None, shuffle=True, drop_last=True, seed=1)
+    teacher = PaidAnswers(answers)
+    teacher.follow(loader)
+    assert len(teacher) == 2
+    for x, _ in loader.epoch(0):
+        idx = (x[:, 0, 0, 0] * 255).round().long()
+        assert torch.equal(teacher.all_logits(x), answers[:, idx])
+        assert torch.allclose(teacher.logits(x), answers[:, idx].mean(0))
+    assert len(PaidAnswers(torch.eye(4))) == 1

@@ -107,10 +107,12 @@ def selector_config(cfg: RunConfig) -> RunConfig:
 class PaidAnswers:
     """The teacher a thief's method sees: the stored answers to the paid images, looked up by the
     positions of the batch the train loader yielded last (``loader.last_index``), whatever view
-    of those images the loader augmented. Ensemble-like (``logits``, ``all_logits``, ``to``)."""
+    of those images the loader augmented. Ensemble-like (``logits``, ``all_logits``, ``to``):
+    ``answers`` is ``[N, C]`` for one model, ``[k, N, C]`` for the k members of an ensemble (the
+    SCM sequence), each asked once per paid image."""
 
     def __init__(self, answers: torch.Tensor) -> None:
-        self.answers = answers
+        self.answers = answers if answers.dim() == 3 else answers.unsqueeze(0)
         self.loader: DeviceLoader | None = None
         self.models: list[torch.nn.Module] = []
 
@@ -118,33 +120,38 @@ class PaidAnswers:
         self.loader = loader
 
     def __len__(self) -> int:
-        return 1
+        return self.answers.shape[0]
 
     def to(self, device: torch.device | str, memory_format: Any = None) -> PaidAnswers:
         self.answers = self.answers.to(device)
         return self
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
+    def all_logits(self, images: torch.Tensor) -> torch.Tensor:
         index = None if self.loader is None else self.loader.last_index
         if index is None or index.numel() != images.shape[0]:
             raise RuntimeError("PaidAnswers answers the train loader's batches only (the thief "
                                "asks the teacher once, before training)")
-        return self.answers[index]
+        return self.answers[:, index]
 
-    def all_logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).unsqueeze(0)
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        from undistill.losses import ensemble_logits
+
+        out = self.all_logits(images)
+        return out[0] if out.shape[0] == 1 else ensemble_logits(out)
 
 
-def ask(teacher: Any, images: torch.Tensor, mean: Any, std: Any, device: torch.device
-        ) -> torch.Tensor:
-    """The teacher's logits on uint8 ``images`` (clean, normalised), in batches, on the CPU."""
+def ask(teacher: Any, images: torch.Tensor, mean: Any, std: Any, device: torch.device,
+        members: bool = False) -> torch.Tensor:
+    """The teacher's logits on uint8 ``images`` (clean, normalised), in batches, on the CPU:
+    ``[N, C]``, or with ``members`` every member's, ``[k, N, C]`` (``all_logits``)."""
     from undistill.data.augment import normalize
 
     m = torch.tensor(mean, dtype=torch.float32, device=device)
     s = torch.tensor(std, dtype=torch.float32, device=device)
-    out = [teacher.logits(normalize(images[i:i + ASK_BATCH].to(device), m, s)).float().cpu()
+    fn = teacher.all_logits if members else teacher.logits
+    out = [fn(normalize(images[i:i + ASK_BATCH].to(device), m, s)).float().cpu()
            for i in range(0, images.shape[0], ASK_BATCH)]
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out, dim=1 if members else 0) if out else torch.empty(0)
 
 
 def _student_outputs(cfg: RunConfig, runtime: Runtime, pool: torch.Tensor, mean: Any, std: Any,
@@ -226,7 +233,13 @@ def prepare(cfg: RunConfig, runtime: Runtime, teacher: Any, device: torch.device
                          f"images (with the probe, at most {pool.shape[0] + 1} queries)")
     rounds = paid_rounds(cfg, runtime, teacher, pool, ds.mean, ds.std, device, train)
     paid = torch.cat(rounds)
-    answers = ask(teacher, pool[paid], ds.mean, ds.std, device)
+    members = len(teacher) > 1  # an ensemble (the SCM sequence): each member's answers, stored
+    answers = ask(teacher, pool[paid], ds.mean, ds.std, device, members=members)
+    stored = answers
+    if members:
+        from undistill.losses import ensemble_logits
+
+        answers = ensemble_logits(stored)
     order = torch.randperm(paid.numel(), generator=torch.Generator().manual_seed(
         cfg.data.subset_seed))
     h = holdout_size(paid.numel(), cfg.thief.holdout)
@@ -243,7 +256,7 @@ def prepare(cfg: RunConfig, runtime: Runtime, teacher: Any, device: torch.device
     atomic_write_json(out / TRANSFER, {"strategy": cfg.thief.strategy,
                                        "rounds": [r.tolist() for r in rounds],
                                        "holdout": paid[held].tolist() if h else []})
-    return views, PaidAnswers(answers[train].to(device))
+    return views, PaidAnswers(stored[..., train, :].to(device))
 
 
 def out_of_patience(cfg: RunConfig, history: list[dict[str, Any]]) -> bool:

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from undistill.analysis import test_accuracy
+from undistill.analysis import test_accuracy, val_accuracy
 from undistill.audit_defences import welch_interval
 from undistill.config import RunConfig, Runtime
 from undistill.data import normalize
@@ -141,8 +141,11 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
     def students(cfgs: list[RunConfig]) -> list[dict[str, Any]]:
         """Train a stage's students in one executor call; each final model's val and test accuracy."""
         res = executor.run(cfgs, runtime)  # last_acc: the final model on val
-        return [{"val": res[c.run_id].last_acc,
-                 "test": test_accuracy(c, runtime.runs_dir, runtime.data_root),  # the final model, once
+        rd, root = runtime.runs_dir, runtime.data_root
+        # a thief's student is its checkpoint chosen on its held-out paid answers (as the audit's),
+        # scored on the validation split here (its own evaluation split is those answers)
+        return [{"val": val_accuracy(c, rd, root) if c.thief else res[c.run_id].last_acc,
+                 "test": test_accuracy(c, rd, root, which="auto" if c.thief else "last"),  # once
                  "run_id": c.run_id} for c in cfgs]
 
     floor = dict(zip(spec.seeds, students([attack_config(spec, v, models, None, vanilla, vanilla.grid[0], s)

@@ -59,6 +59,25 @@ class StudentSpec(StrictModel):
     labels: bool = Field(True, description="false: the thief has no labels (the threat that "
                          "matters): every attack but the vanilla reference learns from the "
                          "teacher's answers alone, with its method's label-free parameters")
+    budget: int | None = Field(None, ge=2, description="with labels false: every attack but the "
+                               "vanilla reference is a query-budgeted thief (undistill.thief): it "
+                               "pays for budget - 1 images of the training split once, learns "
+                               "from the stored answers and chooses its checkpoint on a held-out "
+                               "part of them; vanilla keeps fraction and epochs")
+    thief: dict[str, Any] = Field(default_factory=dict, description="the thief's settings "
+                                  "(undistill.config.ThiefConfig: steps, augment, holdout, ...)")
+
+    @model_validator(mode="after")
+    def _thief(self) -> StudentSpec:
+        if self.budget is not None and self.labels:
+            raise ValueError("budget: a query-budgeted thief has no labels; set labels: false")
+        if self.thief and self.budget is None:
+            raise ValueError("thief: give a budget (the thief's settings need one)")
+        if self.thief:
+            from undistill.config import ThiefConfig
+
+            ThiefConfig(**self.thief)
+        return self
 
 
 class LeaderboardSpec(StrictModel):
@@ -151,7 +170,8 @@ def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConf
         data={**v.data, "val_fraction": spec.val_fraction, "fraction": s.fraction,
               **({"labels": False} if label_free else {}), **a.data},
         optim={"epochs": s.epochs, "batch_size": s.batch_size}, seed=seed,
-        name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})")
+        name=f"{a.name} <- {d.name if d else 'none'} (seed {seed})",
+        **({"budget": s.budget, "thief": s.thief} if label_free and s.budget else {}))
     if d is not None and d.output is not None:
         cfg = cfg.model_copy(update={"defence": d.output})
         cfg = RunConfig.model_validate(cfg.model_dump())
