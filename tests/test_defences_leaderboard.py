@@ -318,3 +318,17 @@ def test_a_budgeted_thief_board_pays_once_and_scores_on_validation(tmp_path: Pat
             for s in board.seeds) / 2)
     nasty = next(c for c in out["cells"] if c["defence"] == "nasty" and c["attack"] == "scm")
     assert 0.0 <= nasty["test"]["mean"] <= 100.0
+
+
+def test_an_attack_can_be_kept_to_some_defences(tmp_path: Path) -> None:
+    from undistill.suites.leaderboard_spec import applicable
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    attacks = [{"name": "vanilla", "method": "vanilla"},
+               {"name": "htc", "method": "htc", "defences": ["nasty"]}]
+    board = spec(suite, attacks=attacks)
+    d = {x.name: x for x in board.defences}
+    assert applicable(board.attacks[1], d["nasty"]) and not applicable(board.attacks[1], d["none"])
+    with pytest.raises(ValueError, match=r"attacks.htc.defences: \['nope'\]"):
+        spec(suite, attacks=[attacks[0], {**attacks[1], "defences": ["nope"]}])

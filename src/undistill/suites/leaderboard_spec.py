@@ -42,6 +42,9 @@ class AttackSpec(StrictModel):
     teachers: Literal["released", "sequence"] = Field(
         "released", description="sequence: the SCM sequence S^1..S^k of the nasty teacher (only "
         "for the undefended nasty teacher, where that sequence exists)")
+    defences: list[str] | None = Field(None, description="only against these defences (by name; "
+                                       "None: every one it applies to), e.g. an attack made "
+                                       "for nasty teachers on a CPU budget")
 
 
 class DefenceEntry(StrictModel):
@@ -111,6 +114,11 @@ class LeaderboardSpec(StrictModel):
         if ref is None or ref.model != "normal" or ref.output is not None:
             raise ValueError(f"reference: {self.reference!r} must name a defence entry with model "
                              "normal and no output defence (the undefended release)")
+        known = {d.name for d in self.defences}
+        for a in self.attacks:
+            if a.defences is not None and not set(a.defences) <= known:
+                raise ValueError(f"attacks.{a.name}.defences: {sorted(set(a.defences) - known)} "
+                                 f"are not among the defences {sorted(known)}")
         if self.select_seed not in self.seeds:
             raise ValueError(f"select_seed: {self.select_seed} is not among the seeds {self.seeds}")
         return self
@@ -179,5 +187,8 @@ def attack_config(spec: LeaderboardSpec, v: Victims, models: dict[Model, RunConf
 
 
 def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
-    """SCM's sequence exists for the undefended nasty teacher only (docs/defences.md)."""
+    """SCM's sequence exists for the undefended nasty teacher only (docs/defences.md); an attack
+    with ``defences`` runs against those alone."""
+    if a.defences is not None and d.name not in a.defences:
+        return False
     return a.teachers == "released" or (d.model == "nasty" and d.output is None)
