@@ -186,9 +186,9 @@ def test_the_thiefs_own_query_data_is_its_pool(thief_setup) -> None:
 
     original = thief_mod.ask
 
-    def spy(teacher, images, *args):
+    def spy(teacher, images, *args, **kwargs):
         seen.setdefault("asked", []).append(images.clone())
-        return original(teacher, images, *args)
+        return original(teacher, images, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(thief_mod, "ask", spy)
