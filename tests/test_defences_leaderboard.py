@@ -15,7 +15,7 @@ from undistill.data import CLASS_COUNTS, DATASETS, DatasetError, load_dataset, n
 from undistill.engine import RunResult
 from undistill.executor import LocalExecutor
 from undistill.runlock import lock_path
-from undistill.suites.leaderboard import LeaderboardSpec, load_leaderboard, run_leaderboard
+from undistill.suites.leaderboard import LeaderboardSpec, load_leaderboard, run_leaderboard, val_accuracy
 from undistill.suites.leaderboard_spec import attack_config, victim_plan
 
 SUITE = {
@@ -305,7 +305,6 @@ def test_a_budgeted_thief_board_pays_once_and_scores_on_validation(tmp_path: Pat
     assert vanilla.budget is None and vanilla.thief is None and vanilla.data.labels
     assert kd.budget == 200 and kd.thief is not None and kd.thief.steps == 6 and not kd.data.labels
     assert len(scm.teachers) == 2 and scm.budget == 200
-    from undistill.analysis import val_accuracy
     from undistill.runs import read_result, run_dir
     from undistill.thief import HOLDOUT_SPLIT, TRANSFER
 

@@ -334,20 +334,3 @@ def test_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
     atomic_write_json(out / TEST_SCORE, doc)
     return acc
 
-
-def val_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
-                 device: torch.device | str = "cpu", which: str = "auto") -> float:
-    """A finished run's accuracy (%) on its data's validation split (true labels), of one
-    checkpoint: how a board that holds the labels compares query-budgeted thieves, whose own
-    evaluation split is their held-out paid answers (agreement with the teacher, not accuracy)."""
-    from undistill.runs import bind_data, get_dataset, load_run_model, split_validation
-
-    cfg = bind_data(cfg, data_root)
-    if cfg.data.val_fraction <= 0:
-        raise ValueError(f"run {cfg.run_id}: data.val_fraction is 0, there is no validation split")
-    ds = get_dataset(cfg.data.name, data_root, cfg.data.resize)
-    _, val_idx = split_validation(ds.train_labels, cfg.data.val_fraction, cfg.data.val_seed)
-    model = load_run_model(cfg, runs_dir, data_root, which=which, device=device)
-    with torch.no_grad():
-        z = predict_logits(model, ds.train_images[val_idx], ds.mean, ds.std, device=device)
-    return 100.0 * float((z.argmax(1) == ds.train_labels[val_idx]).double().mean())

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from undistill.analysis import test_accuracy, val_accuracy
+from undistill.analysis import predict_logits, test_accuracy
 from undistill.audit_defences import welch_interval
 from undistill.config import RunConfig, Runtime
 from undistill.data import normalize
@@ -47,7 +47,7 @@ from undistill.defences.base import DefenceConfig, build_defence
 from undistill.defences.release_path import released_answers
 from undistill.executor import Executor, LocalExecutor
 from undistill.metrics import ece
-from undistill.runs import get_dataset, load_run_model
+from undistill.runs import bind_data, get_dataset, load_run_model, split_validation
 from undistill.stats import mean_ci
 from undistill.suites.leaderboard_spec import (
     MODELS,
@@ -67,7 +67,8 @@ from undistill.suites.leaderboard_spec import (
 
 __all__ = ["MODELS", "AttackSpec", "DefenceEntry", "LeaderboardSpec", "Model", "StudentSpec", "Victims",
            "applicable", "attack_config", "builtin_leaderboards", "load_leaderboard", "markdown",
-           "pareto_plot", "run_leaderboard", "stolen_regime", "utility", "victims", "write_outputs"]
+           "pareto_plot", "run_leaderboard", "stolen_regime", "utility", "val_accuracy", "victims",
+           "write_outputs"]
 
 
 def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None = None,
@@ -95,6 +96,22 @@ def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None =
         if models["nasty-es"] is not v.nasty:
             executor.run([models["nasty-es"]], runtime)
     return v, models
+
+
+def val_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
+                 device: torch.device | str = "cpu", which: str = "auto") -> float:
+    """A finished run's accuracy (%) on its data's validation split (true labels), of one
+    checkpoint: how a board that holds the labels compares query-budgeted thieves, whose own
+    evaluation split is their held-out paid answers (agreement with the teacher, not accuracy)."""
+    cfg = bind_data(cfg, data_root)
+    if cfg.data.val_fraction <= 0:
+        raise ValueError(f"run {cfg.run_id}: data.val_fraction is 0, there is no validation split")
+    ds = get_dataset(cfg.data.name, data_root, cfg.data.resize)
+    _, val_idx = split_validation(ds.train_labels, cfg.data.val_fraction, cfg.data.val_seed)
+    model = load_run_model(cfg, runs_dir, data_root, which=which, device=device)
+    with torch.no_grad():
+        z = predict_logits(model, ds.train_images[val_idx], ds.mean, ds.std, device=device)
+    return 100.0 * float((z.argmax(1) == ds.train_labels[val_idx]).double().mean())
 
 
 @torch.no_grad()
