@@ -288,6 +288,13 @@ def test_a_budgeted_thief_board_pays_once_and_scores_on_validation(tmp_path: Pat
         spec(suite, student={"arch": "cnn", "labels": False, "thief": {"steps": 3}})
     with pytest.raises(ValueError, match="steps"):
         spec(suite, student={"arch": "cnn", "labels": False, "budget": 50, "thief": {"steps": 0}})
+    too_many = spec(suite, defences=[{"name": "none"}], attacks=[{"name": "vanilla", "method": "vanilla"},
+                                                                 {"name": "kd", "method": "kd"}],
+                    student={"arch": "cnn", "labels": False, "budget": 5000})
+    with pytest.raises(ConfigError, match="student.budget: 5000 is above the thief's pool"):
+        run_leaderboard(too_many, Runtime(runs_dir=tmp_path / "none", device="cpu", progress=False),
+                        tmp_path / "o", log=lambda *_: None)
+    assert not (tmp_path / "none").exists()  # nothing trained
     board = spec(suite, seeds=[0, 1], defences=[{"name": "none"}, {"name": "nasty", "model": "nasty"}],
                  student={"arch": "cnn", "width": 0.25, "epochs": 1, "labels": False, "budget": 200,
                           "thief": {"steps": 6, "eval_every": 3}},

@@ -333,4 +333,3 @@ def test_accuracy(cfg: RunConfig, runs_dir: Path, data_root: Path | None = None,
         doc.update(test_acc=scores["last"], checkpoint="last")
     atomic_write_json(out / TEST_SCORE, doc)
     return acc
-

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from undistill.checkpoint import atomic_write_json
+from undistill.losses import ensemble_logits
 
 if TYPE_CHECKING:
     from undistill.config import RunConfig, Runtime
@@ -134,8 +135,6 @@ class PaidAnswers:
         return self.answers[:, index]
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        from undistill.losses import ensemble_logits
-
         out = self.all_logits(images)
         return out[0] if out.shape[0] == 1 else ensemble_logits(out)
 
@@ -233,13 +232,11 @@ def prepare(cfg: RunConfig, runtime: Runtime, teacher: Any, device: torch.device
                          f"images (with the probe, at most {pool.shape[0] + 1} queries)")
     rounds = paid_rounds(cfg, runtime, teacher, pool, ds.mean, ds.std, device, train)
     paid = torch.cat(rounds)
-    members = len(teacher) > 1  # an ensemble (the SCM sequence): each member's answers, stored
-    answers = ask(teacher, pool[paid], ds.mean, ds.std, device, members=members)
-    stored = answers
-    if members:
-        from undistill.losses import ensemble_logits
-
-        answers = ensemble_logits(stored)
+    # an undefended ensemble (the SCM sequence): each member's answers, stored; a defended one
+    # releases one answer, its defence applied to the ensemble's
+    members = len(teacher) > 1 and getattr(teacher, "defence", None) is None
+    stored = ask(teacher, pool[paid], ds.mean, ds.std, device, members=members)
+    answers = ensemble_logits(stored) if members else stored
     order = torch.randperm(paid.numel(), generator=torch.Generator().manual_seed(
         cfg.data.subset_seed))
     h = holdout_size(paid.numel(), cfg.thief.holdout)

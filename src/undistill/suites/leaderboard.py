@@ -60,15 +60,16 @@ from undistill.suites.leaderboard_spec import (
     applicable,
     attack_config,
     builtin_leaderboards,
+    check_budget,
     load_leaderboard,
     nasty_es,
     victim_plan,
 )
 
 __all__ = ["MODELS", "AttackSpec", "DefenceEntry", "LeaderboardSpec", "Model", "StudentSpec", "Victims",
-           "applicable", "attack_config", "builtin_leaderboards", "load_leaderboard", "markdown",
-           "pareto_plot", "run_leaderboard", "stolen_regime", "utility", "val_accuracy", "victims",
-           "write_outputs"]
+           "applicable", "attack_config", "builtin_leaderboards", "check_budget", "load_leaderboard",
+           "markdown", "pareto_plot", "run_leaderboard", "stolen_regime", "utility", "val_accuracy",
+           "victims", "write_outputs"]
 
 
 def victims(spec: LeaderboardSpec, runtime: Runtime, executor: Executor | None = None,
@@ -150,6 +151,7 @@ def run_leaderboard(spec: LeaderboardSpec, runtime: Runtime, out_dir: Path, log:
     so far on disk; running it again resumes (runs are content-addressed)."""
     t0, c0 = time.perf_counter(), time.process_time()
     executor = executor or LocalExecutor()
+    check_budget(spec, runtime.data_root)  # before anything trains
     v, models = victims(spec, runtime, executor, [d for d in spec.defences if d.name == spec.reference])
     log(f"normal teacher ready ({time.perf_counter() - t0:.0f} s)")
     attacks = {a.name: a for a in spec.attacks}

@@ -192,3 +192,21 @@ def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
     if a.defences is not None and d.name not in a.defences:
         return False
     return a.teachers == "released" or (d.model == "nasty" and d.output is None)
+
+
+def check_budget(spec: LeaderboardSpec, data_root: Path | None) -> None:
+    """A ConfigError when ``student.budget`` asks for more images than the thief's pool holds
+    (the training split after the validation split, or ``student.thief.query_data``)."""
+    from undistill.audit_plan import query_pool_size, thief_pool
+
+    budget = spec.student.budget
+    if budget is None:
+        return
+    a = next(a for a in spec.attacks if a.name != spec.vanilla)
+    v = victim_plan(spec)
+    cfg = attack_config(spec, v, {"normal": v.normal}, spec.defences[0], a, a.grid[0], spec.select_seed)
+    pool = (query_pool_size(spec.student.thief) if spec.student.thief.get("query_data")
+            else thief_pool(cfg.data, data_root))
+    if budget - 1 > pool:
+        raise ConfigError(f"student.budget: {budget} is above the thief's pool of {pool} images "
+                          f"(with the probe, at most {pool + 1} queries)")
