@@ -2,6 +2,7 @@
 students: does the teacher help at all, and with which alpha and temperature?
 
     python scripts/calibrate_kd.py --suite demo --kd 0.9:4,0.5:4,0.5:2,0.5:1,0.9:1 --runs-dir runs/kd-cal
+    python scripts/calibrate_kd.py --suite demo --students cnn --epochs 30 --tag -cnn30
 
 ``--kd`` lists ``alpha:T`` pairs (``alpha:`` alone keeps the student's suite temperature). Prints,
 per student, the vanilla student's and each KD setting's last-epoch validation accuracy per seed
@@ -30,6 +31,10 @@ def main() -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--runs-dir", default="runs/kd-cal")
     ap.add_argument("--out", default="docs/results/calibration")
+    ap.add_argument("--students", default=None, help="arch,... (default: every suite student)")
+    ap.add_argument("--epochs", type=int, default=None, help="the students' epochs (default: "
+                    "the suite's)")
+    ap.add_argument("--tag", default="", help="appended to the output file's name")
     a = ap.parse_args()
     t0 = time.perf_counter()
     st = suite_setup(a.suite, a.data_root, a.runs_dir)
@@ -41,7 +46,10 @@ def main() -> None:
         over = {"alpha": float(alpha), **({"temperature": float(t)} if t else {})}
         settings.append((f"kd alpha {alpha}" + (f" T {t}" if t else ""), "kd", over))
     out: dict[str, dict[str, object]] = {}
-    for s in suite.students:
+    students = [s if a.epochs is None else s.model_copy(update={"epochs": a.epochs})
+                for s in suite.students
+                if a.students is None or s.arch in a.students.split(",")]
+    for s in students:
         for label, method, over in settings:
             teachers = [] if method == "vanilla" else [g.normal]
             cfgs = [_student(suite, s, sc, method, teachers, seed, "normal", params_over=over)
@@ -52,7 +60,7 @@ def main() -> None:
             print(f"{s.arch:>10} {label:<20} {statistics.mean(accs):6.2f}  {accs}", flush=True)
     dest = Path(a.out)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{a.suite}-kd.json").write_text(json.dumps(
+    (dest / f"{a.suite}-kd{a.tag}.json").write_text(json.dumps(
         {"args": vars(a), "split": "val", "results": out, "wall_time_s": time.perf_counter() - t0},
         indent=2))
 
