@@ -2,7 +2,7 @@
 students: does the teacher help at all, and with which alpha and temperature?
 
     python scripts/calibrate_kd.py --suite demo --kd 0.9:4,0.5:4,0.5:2,0.5:1,0.9:1 --runs-dir runs/kd-cal
-    python scripts/calibrate_kd.py --suite demo --students cnn --epochs 30 --tag -cnn30
+    python scripts/calibrate_kd.py --suite demo --students cnn --epochs 30 --tag=-cnn30
 
 ``--kd`` lists ``alpha:T`` pairs (``alpha:`` alone keeps the student's suite temperature). Prints,
 per student, the vanilla student's and each KD setting's last-epoch validation accuracy per seed
