@@ -46,7 +46,7 @@ def main() -> None:
         over = {"alpha": float(alpha), **({"temperature": float(t)} if t else {})}
         settings.append((f"kd alpha {alpha}" + (f" T {t}" if t else ""), "kd", over))
     out: dict[str, dict[str, object]] = {}
-    students = [s if a.epochs is None else s.model_copy(update={"epochs": a.epochs})
+    students = [s if a.epochs is None else type(s).model_validate({**s.model_dump(), "epochs": a.epochs})
                 for s in suite.students
                 if a.students is None or s.arch in a.students.split(",")]
     for s in students:

@@ -197,7 +197,7 @@ def applicable(a: AttackSpec, d: DefenceEntry) -> bool:
 def check_budget(spec: LeaderboardSpec, data_root: Path | None) -> None:
     """A ConfigError when ``student.budget`` asks for more images than the thief's pool holds
     (the training split after the validation split, or ``student.thief.query_data``)."""
-    from undistill.audit_plan import query_pool_size, thief_pool
+    from undistill.audit_plan import check_pool, query_pool_size, thief_pool
 
     budget = spec.student.budget
     if budget is None:
@@ -205,8 +205,7 @@ def check_budget(spec: LeaderboardSpec, data_root: Path | None) -> None:
     a = next(a for a in spec.attacks if a.name != spec.vanilla)
     v = victim_plan(spec)
     cfg = attack_config(spec, v, {"normal": v.normal}, spec.defences[0], a, a.grid[0], spec.select_seed)
-    pool = (query_pool_size(spec.student.thief) if spec.student.thief.get("query_data")
-            else thief_pool(cfg.data, data_root))
-    if budget - 1 > pool:
-        raise ConfigError(f"student.budget: {budget} is above the thief's pool of {pool} images "
-                          f"(with the probe, at most {pool + 1} queries)")
+    if query_data := spec.student.thief.get("query_data"):
+        check_pool(budget, query_pool_size(spec.student.thief), str(query_data), "student.budget")
+    else:
+        check_pool(budget, thief_pool(cfg.data, data_root), cfg.data.name, "student.budget")
