@@ -69,6 +69,7 @@ from undistill.runs import (
 )
 from undistill.steps import EVAL_BATCH, evaluate, runtime_formats, train_step
 from undistill.steps import eval_sums as _eval_sums
+from undistill.stopped_twin import from_twin
 from undistill.thief import out_of_patience, thief_key
 
 TIMING_KEYS = ("time_s", "images_per_s")
@@ -149,6 +150,8 @@ def train_run(cfg: RunConfig, runtime: Runtime | None = None,
     out = run_dir(cfg, runtime.runs_dir)
     if (out / RESULT).exists():
         return RunResult(**{**read_result(out)["result"], "cached": True})
+    if (derived := from_twin(cfg, runtime.runs_dir)) is not None:  # Nasty-ES off its nasty run
+        return derived
     s = _start(cfg, runtime, reporter or Reporter(enabled=runtime.progress), out)
     progress = _resume(s)
     epochs, steps = cfg.optim.epochs, len(s.train_loader)
