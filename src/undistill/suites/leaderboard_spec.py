@@ -145,8 +145,13 @@ class Victims:
 
 def victim_plan(spec: LeaderboardSpec) -> Victims:
     """The suite's teachers the leaderboard attacks: normal, nasty, the SCM release S^r and the
-    attacker's sequence S^1..S^r (the nasty teacher up to the release: no model beyond it)."""
+    attacker's sequence S^1..S^r (the nasty teacher up to the release: no model beyond it).
+    The release is the suite's ``defence.release`` even where the suite's own tables leave the
+    defence out (``defence.enabled: false``, as the demo does to keep within its time)."""
     suite = load_suite(spec.suite)
+    if not suite.defence.enabled:
+        suite = suite.model_copy(update={"defence": suite.defence.model_copy(
+            update={"enabled": True})})
     _, scale = scale_of(suite, None)
     g = teacher_group(suite, suite.teachers[0], scale)
     if g.defence is None:
