@@ -11,7 +11,8 @@ from conftest import tiny_teacher
 from undistill.checkpoint import load_checkpoint
 from undistill.config import Runtime
 from undistill.engine import TIMING_KEYS, train_run
-from undistill.stopped_twin import from_twin, stop_epoch, twin_of
+from undistill.run_result import RunResult
+from undistill.stopped_twin import from_twin, releases_twin, stop_epoch, twin_of
 
 
 def _rows(run: Path) -> list[dict]:
@@ -66,3 +67,20 @@ def test_a_stop_before_the_twins_best_or_never_trains(runtime: Runtime) -> None:
 def test_a_run_without_a_target_is_never_derived(runtime: Runtime) -> None:
     _twin(runtime)
     assert from_twin(tiny_teacher(epochs=6), runtime.runs_dir) is None
+
+
+def _result(best: int, runs: int, split: str = "val") -> RunResult:
+    return RunResult(run_id="x", run_dir="x", best_acc=80.0, best_epoch=best, last_acc=79.0,
+                     epochs_run=runs, status="complete", eval_split=split, wall_time_s=1.0)
+
+
+def test_releases_twin_when_it_stops_at_the_epoch_the_twin_releases() -> None:
+    twin = tiny_teacher(epochs=6)
+    es = tiny_teacher(epochs=6, stop_at_acc=80.0)
+    assert releases_twin(es, _result(3, 4), twin, _result(3, 6))  # both release epoch 3
+    assert not releases_twin(es, _result(2, 3), twin, _result(3, 6))  # stopped before its best
+    assert releases_twin(twin, _result(3, 6), twin, _result(3, 6))  # the twin itself
+    # on the test split a run releases its last epoch: the stopped run's is not the twin's
+    assert not releases_twin(es, _result(3, 4, "test"), twin, _result(3, 6, "test"))
+    other = tiny_teacher(epochs=5, stop_at_acc=80.0)  # another training: not this twin's
+    assert not releases_twin(other, _result(3, 4), twin, _result(3, 6))

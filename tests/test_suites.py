@@ -335,6 +335,23 @@ def test_ablation_points_with_htc_and_nasty_kd_are_claims() -> None:
     assert c["verdict"] == "FAIL"
 
 
+def test_a_nasty_kd_es_that_is_the_nasty_teacher_is_not_a_second_claim() -> None:
+    from undistill.suites.claims import paper_claims
+
+    def rec(col, acc):
+        return {"table": "table6", "ablation": None, "column": col, "teacher_arch": "cnn",
+                "student_arch": "cnn", "test_acc": acc, "last_acc": 0.0}
+
+    records = ([rec("scm-defence", a) for a in (50.0, 52.0, 51.0)]
+               + [rec(col, a) for col in ("nasty", "nasty-es") for a in (60.0, 61.0, 62.0)])
+    es = {"kind": "nasty-es", "teacher_arch": "cnn", "run_id": "es"}
+    both = [c["claim"] for c in paper_claims({"records": records, "teachers": [es]})]
+    assert both == ["SCM defence below Nasty KD for cnn (teacher cnn)",
+                    "SCM defence below Nasty KD ES for cnn (teacher cnn)"]  # an ES of its own
+    one = paper_claims({"records": records, "teachers": [{**es, "same_as": "nasty-run"}]})
+    assert [(c["claim"], c["verdict"]) for c in one] == [(both[0], "PASS")]
+
+
 def test_a_suite_on_fingerprinted_data_scores_every_run(tmp_path: Path, monkeypatch) -> None:
     """Under --data-root, run folders carry the data's fingerprint, so their ids differ from the
     plan's config ids; scoring and records must key by the plan's ids (a KeyError before)."""

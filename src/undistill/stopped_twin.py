@@ -79,3 +79,21 @@ def from_twin(cfg: RunConfig, runs_dir: Path) -> RunResult | None:
     atomic_write_json(out / RESULT, {"result": asdict(result), "derived_from": done["run_id"],
                                      "config": cfg.model_dump(mode="json")})
     return result
+
+
+def released_epoch(r: RunResult) -> int:
+    """The epoch of the checkpoint a finished run releases as a teacher: its best on a
+    validation split, else its last (:func:`undistill.runs.resolve_checkpoint`)."""
+    return r.best_epoch if r.eval_split == "val" else r.epochs_run - 1
+
+
+def releases_twin(cfg: RunConfig, result: RunResult, twin: RunConfig, twin_result: RunResult
+                  ) -> bool:
+    """Whether the teacher ``cfg`` releases the very weights its twin ``twin`` releases: it *is*
+    the twin (a Nasty-ES whose nasty training never reaches the target), or it stopped at the
+    epoch the twin releases (a Nasty-ES stopped at the nasty run's own best epoch). Then its
+    students are the twin's students and a claim about the one is the claim about the other."""
+    if cfg.run_id == twin.run_id:
+        return True
+    return (cfg.stop_at_acc is not None and twin_of(cfg).run_id == twin.run_id
+            and released_epoch(result) == released_epoch(twin_result))

@@ -52,16 +52,26 @@ def per_seed(records: list[dict[str, Any]], table: str) -> dict[tuple[str, str, 
     return g
 
 
+def es_is_nasty(doc: dict[str, Any]) -> set[str]:
+    """Teacher architectures whose Nasty KD ES releases the nasty teacher's very weights (the
+    teacher row's ``same_as``): their Nasty KD ES students are Nasty KD's, so a claim against
+    Nasty KD ES is the claim against Nasty KD and is not tested a second time."""
+    return {t["teacher_arch"] for t in doc.get("teachers", [])
+            if t.get("kind") == "nasty-es" and t.get("same_as")}
+
+
 def paper_claims(doc: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any]]:
-    """Every claim the suite's cells can test, with its verdict."""
+    """Every claim the suite's cells can test, with its verdict (a claim against Nasty KD ES
+    only where that is not the nasty teacher itself: :func:`es_is_nasty`)."""
     out: list[dict[str, Any]] = []
+    same = es_is_nasty(doc)
     for table, claims in (("table1", TABLE1_CLAIMS), ("table6", TABLE6_CLAIMS)):
         g = per_seed(doc["records"], table)
         pairs = sorted({(t, s) for t, s, _ in g})
         for t, s in pairs:
             for text, a, op, b, margin in claims:
                 va, vb = g.get((t, s, a)), g.get((t, s, b))
-                if not va or not vb:
+                if not va or not vb or (b == "nasty-es" and t in same):
                     continue
                 c = judge(text.format(s=s) + f" (teacher {t})", va, vb, op, margin, alpha)  # type: ignore[arg-type]
                 out.append({"table": table, "teacher_arch": t, "student_arch": s,

@@ -23,6 +23,7 @@ from undistill.methods import Ensemble
 from undistill.run_result import RunResult
 from undistill.runs import bind_data, data_views, is_done, load_run_model
 from undistill.stats import mean_ci
+from undistill.stopped_twin import releases_twin
 from undistill.suites.claims import headline, paper_claims, preflight
 from undistill.suites.plan import (
     Cell,
@@ -248,8 +249,13 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
                 [("normal", g.normal), *((f"S{i}" if i > 1 else "nasty", s)
                                          for i, s in enumerate(g.sequence, 1))]
                 + ([("scm-defence", g.defence)] if g.defence is not None else [])]
+    nasty = {g.spec.arch: g.nasty for g in plan.groups}
     teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id],
-                              tscores[c.teacher_run.run_id])
+                              tscores[c.teacher_run.run_id],
+                              same_as=nasty[c.teacher_arch].run_id if releases_twin(
+                                  c.teacher_run, results[c.teacher_run.run_id],
+                                  nasty[c.teacher_arch], results[nasty[c.teacher_arch].run_id])
+                              else None)
                  for c in cells if c.teacher_kind == "nasty-es" and c.teacher_run is not None]
     teachers = list({(t["kind"], t["run_id"]): t for t in teachers}.values())
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
@@ -271,12 +277,16 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
     return doc
 
 
-def _teacher_row(arch: str, kind: str, r: RunResult, test_acc: float) -> dict[str, Any]:
+def _teacher_row(arch: str, kind: str, r: RunResult, test_acc: float,
+                 same_as: str | None = None) -> dict[str, Any]:
     """A teacher's accuracy on test, of the checkpoint it released to its students (best on
-    validation when it had a validation split), plus that checkpoint's evaluation-split accuracy."""
-    return {"teacher_arch": arch, "kind": kind, "accuracy": test_acc,
-            "eval_acc": released_acc(r), "checkpoint": "best" if r.eval_split == "val" else "last",
-            "eval_split": r.eval_split, "run_id": r.run_id, "status": r.status}
+    validation when it had a validation split), plus that checkpoint's evaluation-split accuracy.
+    ``same_as``: the run whose very weights it releases (a Nasty-ES that is the nasty teacher:
+    :func:`undistill.stopped_twin.releases_twin`)."""
+    row = {"teacher_arch": arch, "kind": kind, "accuracy": test_acc,
+           "eval_acc": released_acc(r), "checkpoint": "best" if r.eval_split == "val" else "last",
+           "eval_split": r.eval_split, "run_id": r.run_id, "status": r.status}
+    return row if same_as is None else {**row, "same_as": same_as}
 
 
 def ablation_series(suite: SuiteSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

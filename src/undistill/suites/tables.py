@@ -8,7 +8,7 @@ from typing import Any
 from undistill.labels import arch_title, method_title, model_title, x_value_text
 from undistill.methods import METHODS
 from undistill.stats import mean_ci
-from undistill.suites.claims import paper_claims, per_seed
+from undistill.suites.claims import es_is_nasty, paper_claims, per_seed
 from undistill.suites.paper import TABLE1, TABLE3, TABLE6, TABLE6_TEACHER
 from undistill.suites.spec import SuiteSpec
 
@@ -94,6 +94,12 @@ def table6(doc: dict[str, Any], suite: SuiteSpec) -> list[str]:
              "nasty teacher stopped early at the SCM-defence teacher's accuracy (the nasty "
              "teacher itself when its training never reaches that accuracy on validation). "
              "Lower is a better defence.", ""]
+    same = es_is_nasty(doc)
+    if same:
+        lines += [f"Nasty KD ES of {', '.join(arch_title(a) for a in sorted(same))} releases the "
+                  "nasty teacher's own weights (it stops at the epoch the nasty teacher releases, "
+                  "or never reaches the target): its students are Nasty KD's, and the claim "
+                  "against it is the one against Nasty KD.", ""]
     for t in suite.teachers:
         accs = [_teacher_acc(doc, t.arch, k) for k in cols]
         paper_t = TABLE6_TEACHER.get((ds, t.arch), {})
