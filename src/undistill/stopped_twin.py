@@ -53,7 +53,7 @@ def from_twin(cfg: RunConfig, runs_dir: Path) -> RunResult | None:
     if not (twin / RESULT).exists() or not (twin / BEST).exists():
         return None
     done = read_result(twin)["result"]
-    history = read_metrics(twin / METRICS, upto_epoch=10**9)
+    history = read_metrics(twin / METRICS, upto_epoch=done["epochs_run"] - 1)
     epoch = stop_epoch(history, cfg.stop_at_acc)
     if epoch is None or epoch != done["best_epoch"]:
         return None
@@ -81,12 +81,6 @@ def from_twin(cfg: RunConfig, runs_dir: Path) -> RunResult | None:
     return result
 
 
-def released_epoch(r: RunResult) -> int:
-    """The epoch of the checkpoint a finished run releases as a teacher: its best on a
-    validation split, else its last (:func:`undistill.runs.resolve_checkpoint`)."""
-    return r.best_epoch if r.eval_split == "val" else r.epochs_run - 1
-
-
 def releases_twin(cfg: RunConfig, result: RunResult, twin: RunConfig, twin_result: RunResult
                   ) -> bool:
     """Whether the teacher ``cfg`` releases the very weights its twin ``twin`` releases: it *is*
@@ -96,4 +90,4 @@ def releases_twin(cfg: RunConfig, result: RunResult, twin: RunConfig, twin_resul
     if cfg.run_id == twin.run_id:
         return True
     return (cfg.stop_at_acc is not None and twin_of(cfg).run_id == twin.run_id
-            and released_epoch(result) == released_epoch(twin_result))
+            and result.released_epoch == twin_result.released_epoch)

@@ -146,12 +146,6 @@ def _teacher_runs(plan: Plan) -> list[RunConfig]:
                  + [g.defence for g in plan.groups if g.defence is not None])
 
 
-def released_acc(r: RunResult) -> float:
-    """A teacher's evaluation-split accuracy of the checkpoint its students learn from (its best
-    epoch on a validation split, else its last: :func:`undistill.runs.resolve_checkpoint`)."""
-    return r.best_acc if r.eval_split == "val" else r.last_acc
-
-
 def run_preflight(plan: Plan, results: dict[str, RunResult]) -> list[dict[str, Any]]:
     """The preflight on the evaluation split of the teachers and vanilla students (the
     validation split when the suite carves one): warn when the scale cannot show anything."""
@@ -163,7 +157,7 @@ def run_preflight(plan: Plan, results: dict[str, RunResult]) -> list[dict[str, A
             if c.table == "table1" and c.column == "vanilla" and c.ablation is None and \
                     c.teacher_arch == g.spec.arch and c.run.run_id in results:
                 vanilla.setdefault(c.student_arch, []).append(results[c.run.run_id].last_acc)
-        teachers = {k: released_acc(results[c.run_id]) for k, c in (("normal", g.normal),
+        teachers = {k: results[c.run_id].released_acc for k, c in (("normal", g.normal),
                                                                     ("nasty", g.nasty))}
         for check in preflight(teachers, vanilla, pf.teacher_margin, pf.nasty_drop, g.spec.arch):
             check["split"] = results[g.normal.run_id].eval_split
@@ -284,7 +278,7 @@ def _teacher_row(arch: str, kind: str, r: RunResult, test_acc: float,
     ``same_as``: the run whose very weights it releases (a Nasty-ES that is the nasty teacher:
     :func:`undistill.stopped_twin.releases_twin`)."""
     row = {"teacher_arch": arch, "kind": kind, "accuracy": test_acc,
-           "eval_acc": released_acc(r), "checkpoint": "best" if r.eval_split == "val" else "last",
+           "eval_acc": r.released_acc, "checkpoint": "best" if r.eval_split == "val" else "last",
            "eval_split": r.eval_split, "run_id": r.run_id, "status": r.status}
     return row if same_as is None else {**row, "same_as": same_as}
 
