@@ -244,12 +244,13 @@ def reproduce(suite: SuiteSpec, runtime: Runtime, out_dir: Path, scale: str | No
                                          for i, s in enumerate(g.sequence, 1))]
                 + ([("scm-defence", g.defence)] if g.defence is not None else [])]
     nasty = {g.spec.arch: g.nasty for g in plan.groups}
+
+    def same_as(es: RunConfig, arch: str) -> str | None:  # a Nasty-ES that is the nasty teacher
+        n = nasty[arch]
+        return n.run_id if releases_twin(es, results[es.run_id], n, results[n.run_id]) else None
+
     teachers += [_teacher_row(c.teacher_arch, "nasty-es", results[c.teacher_run.run_id],
-                              tscores[c.teacher_run.run_id],
-                              same_as=nasty[c.teacher_arch].run_id if releases_twin(
-                                  c.teacher_run, results[c.teacher_run.run_id],
-                                  nasty[c.teacher_arch], results[nasty[c.teacher_arch].run_id])
-                              else None)
+                              tscores[c.teacher_run.run_id], same_as(c.teacher_run, c.teacher_arch))
                  for c in cells if c.teacher_kind == "nasty-es" and c.teacher_run is not None]
     teachers = list({(t["kind"], t["run_id"]): t for t in teachers}.values())
     doc = {"suite": suite.name, "title": suite.title, "scale": plan.scale,
